@@ -1,0 +1,81 @@
+"""The software and hardware environment, stamped on every result the project writes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The one setting for where ThunderKittens lives (default: the pinned submodule).
+TK_ROOT_ENV = "TTT_INFER_TK_ROOT"
+
+
+def tk_root() -> Path:
+    return Path(os.environ.get(TK_ROOT_ENV, REPO_ROOT / "third_party" / "ThunderKittens"))
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def tk_commit() -> str | None:
+    """The ThunderKittens commit: from its checkout, else the submodule pin recorded in git."""
+    root = tk_root()
+    if (root / ".git").exists():
+        return _git("rev-parse", "HEAD", cwd=root)
+    pinned = _git("ls-tree", "HEAD", "third_party/ThunderKittens", cwd=REPO_ROOT)
+    return pinned.split()[2] if pinned else os.environ.get("TTT_INFER_TK_COMMIT")
+
+
+def collect_env() -> dict:
+    """GPU, driver, CUDA, torch, triton, ThunderKittens commit, package version and git sha."""
+    import torch
+
+    from . import __version__
+
+    env: dict = {
+        "ttt_infer": __version__,
+        "git_sha": _git("rev-parse", "HEAD", cwd=REPO_ROOT) or os.environ.get("TTT_INFER_GIT_SHA"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=REPO_ROOT)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "tk_commit": tk_commit(),
+    }
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update(
+            gpu=p.name,
+            gpu_count=torch.cuda.device_count(),
+            sm=f"{p.major}.{p.minor}",
+            sm_count=p.multi_processor_count,
+            gpu_memory_gb=round(p.total_memory / 2**30, 1),
+            driver=_nvidia_smi("driver_version"),
+        )
+    else:
+        env.update(gpu=None, driver=None)
+    return env
+
+
+def _nvidia_smi(field: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
