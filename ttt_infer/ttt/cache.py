@@ -80,7 +80,8 @@ class TTTState:
         dev = W1.device
 
         def tile(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to(dtype).unsqueeze(0).expand(batch_size, *t.shape).contiguous()
+            # a fresh copy: with batch_size 1 an expand().contiguous() would alias the parameter
+            return t.detach().to(dtype).unsqueeze(0).repeat(batch_size, *(1,) * t.dim())
 
         def rows(width: int) -> torch.Tensor:
             return torch.zeros(batch_size, nh, mini_batch_size, width, device=dev, dtype=dtype)
