@@ -1,0 +1,92 @@
+"""What the benchmark times: one adapter per model family behind a common interface.
+
+    m = make_bench_model("ttt-linear", dtype=torch.float16, device="cuda", backend="kernels")
+    m.prefill(input_ids)                       # the prompt; logits of the last position only
+    m.prefill(input_ids, max_new_tokens=128)   # ... keeping a cache sized for 128 decode steps
+    m.decode()                                 # one token per sequence, continuing the last prefill
+
+Each adapter says which implementation runs (`implementation`) and how many parameters it has.
+Baselines live in ttt_infer/baselines/ and follow the same interface.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+MODELS = ("ttt-linear", "ttt-mlp", "transformer", "mamba")
+
+
+class BenchModel(Protocol):
+    name: str
+    implementation: str
+    params: int
+
+    def prefill(self, input_ids: torch.Tensor, max_new_tokens: int = 0) -> None: ...
+
+    def decode(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ModelUnavailable(RuntimeError):
+    """This model cannot run here (missing package, extension, GPU); recorded as a skip with the reason."""
+
+
+class TTTBench:
+    """TTT-Linear / TTT-MLP, 1b config, Mamba backbone (as the seed benchmarked), either backend."""
+
+    def __init__(self, layer_type: str, dtype: torch.dtype, device: str, backend: str, num_layers: int | None = None,
+                 size: str = "1b") -> None:
+        from ..config import TTTConfig
+        from ..kernels import KernelsUnavailable
+        from ..model import TTTForCausalLM
+
+        over = {} if num_layers is None else {"num_hidden_layers": num_layers}
+        cfg = TTTConfig.standard(size, layer_type, "mamba", **over)
+        with torch.device(device):
+            self.model = TTTForCausalLM(cfg).to(dtype).eval()
+        try:
+            self.model.backend = backend
+        except KernelsUnavailable as e:
+            raise ModelUnavailable(str(e)) from e
+        self.name = f"ttt-{layer_type}"
+        self.implementation = (
+            "kernels: ThunderKittens prefill + Triton decode, CUDA-graph decode"
+            if backend == "kernels"
+            else "reference: PyTorch eager (dual-form prefill, primal-form decode)"
+        )
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.cache = None
+        self._token: torch.Tensor | None = None
+
+    def prefill(self, input_ids: torch.Tensor, max_new_tokens: int = 0) -> None:
+        self.cache = self.model.new_cache(input_ids.shape[0])
+        logits = self.model(input_ids, self.cache, last_only=True)
+        self._token = logits[:, -1].argmax(-1)
+
+    def decode(self) -> None:
+        logits = self.model.decode_step(self._token, self.cache)
+        self._token = logits.argmax(-1)
+
+    def close(self) -> None:
+        self.cache = None
+        self.model = None
+
+
+def make_bench_model(
+    name: str, dtype: torch.dtype, device: str, backend: str = "kernels", num_layers: int | None = None
+) -> BenchModel:
+    """The adapter for `name` (ttt-linear, ttt-mlp, transformer, mamba); ModelUnavailable if it cannot run."""
+    if name in ("ttt-linear", "ttt-mlp"):
+        return TTTBench(name.split("-")[1], dtype, device, backend, num_layers)
+    if name == "transformer":
+        from ..baselines.transformer import TransformerBench
+
+        return TransformerBench(dtype, device, num_layers)
+    if name == "mamba":
+        from ..baselines.mamba import MambaBench
+
+        return MambaBench(dtype, device, num_layers)
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
