@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 # Modules (relative to this package) that add subcommands: each defines
 # `add_parser(subparsers) -> None` that registers its subcommand and sets `func`.
-EXTERNAL_COMMANDS: list[str] = []
+EXTERNAL_COMMANDS: list[str] = [".verify.run"]
 
 
 def _dtype(name: str):

@@ -1,0 +1,549 @@
+"""`ttt-infer verify`: the seed's empirical verification, made a pass/fail gate.
+
+For each TTT layer type and each low precision dtype, the same weights run as
+  fp64  the PyTorch reference in float64 (the ground truth),
+  ref   the PyTorch reference in the dtype,
+  cand  the candidate backend (default "kernels") in the dtype,
+on the same inputs:
+  prefill  a random batch [B, T] in one forward pass: T logits per sequence;
+  decode   one token in, then S decode steps, teacher-forced on ONE shared token stream (by default
+           the fp64 reference's greedy continuation of a random first token; `--stream random` feeds
+           random tokens), so every implementation sees the same input at every step.
+Per time step (metrics.py): the seed's TV, the true TV, the share of differing argmax tokens, for
+cand vs ref, cand vs fp64 and ref vs fp64.
+
+Checks (each pass / fail / not run; the command exits 1 if any fails):
+  prefill|decode token_diff  mean over steps of differing tokens, cand vs ref       <= max_token_diff (1%)
+  prefill|decode tv          max over steps of the batch-mean true TV, cand vs ref   <= max_tv (1%)
+  prefill|decode error_ratio err(cand) <= max_error_ratio (2) x err(ref), where err(X) is the mean over
+                             steps and sequences of the true TV between X and the fp64 reference
+  chain                      cand prefill of a prompt (length not a multiple of 16) then cand decode vs
+                             the same with the reference: max TV <= max_tv and token_diff <= max_token_diff
+  graph                      decode replayed from a CUDA graph vs eager decode (cand): identical tokens
+                             and max |logit difference| <= graph_atol. Only on CUDA with the kernels
+                             backend; otherwise "not run" (never "pass").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import metrics
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LAYER_TYPES = ("linear", "mlp")
+PASS, FAIL, NOT_RUN = "pass", "fail", "not run"
+
+
+@dataclass
+class Thresholds:
+    max_token_diff: float = 0.01  # mean over steps of the share of differing tokens (cand vs ref)
+    max_tv: float = 0.01  # max over steps of the batch-mean true TV (cand vs ref)
+    max_error_ratio: float = 2.0  # err(cand vs fp64) <= this x err(ref vs fp64); err = mean true TV
+    graph_atol: float = 1e-3  # graph replay vs eager: max |logit difference| (tokens must be identical)
+
+
+@dataclass
+class VerifyConfig:
+    layer_types: list[str] = field(default_factory=lambda: list(LAYER_TYPES))
+    dtypes: list[str] = field(default_factory=lambda: ["fp16", "bf16"])
+    batch: int = 32
+    prefill_len: int = 512
+    decode_len: int = 512
+    candidate: str = "kernels"
+    reference: str = "reference"
+    device: str = "cuda"
+    seed: int = 0
+    checkpoints: list[str] = field(default_factory=list)  # one per layer type; empty = random init
+    size: str = "1b"
+    backbone: str = "mamba"
+    overrides: dict = field(default_factory=dict)  # TTTConfig overrides for random init (tiny tests)
+    stream: str = "fp64"  # decode token stream: the fp64 reference's greedy tokens, or "random"
+    chain_prompt_len: int | None = None  # default prefill_len - 7 (not a multiple of 16 for T = 512)
+    chain_steps: int | None = None  # default min(48, decode_len)
+    progress: bool = True
+    metric_chunk: int = 32
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def resolved_chain(self) -> tuple[int, int]:
+        tp = self.chain_prompt_len if self.chain_prompt_len is not None else max(1, self.prefill_len - 7)
+        steps = self.chain_steps if self.chain_steps is not None else min(48, self.decode_len)
+        return tp, steps
+
+    def validate(self) -> None:
+        for lt in self.layer_types:
+            if lt not in LAYER_TYPES:
+                raise ValueError(f"unknown layer type {lt!r}; choose from {LAYER_TYPES}")
+        for d in self.dtypes:
+            if d not in DTYPES:
+                raise ValueError(f"unknown dtype {d!r}; choose from {sorted(DTYPES)}")
+        if not self.layer_types or not self.dtypes:
+            raise ValueError("need at least one layer type and one dtype")
+        for name in ("batch", "prefill_len", "decode_len", "metric_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        tp, steps = self.resolved_chain()
+        if not 1 <= tp <= self.prefill_len:
+            raise ValueError(f"chain prompt length must be in [1, prefill_len={self.prefill_len}], got {tp}")
+        if not 0 <= steps <= self.decode_len:
+            raise ValueError(f"chain steps must be in [0, decode_len={self.decode_len}], got {steps}")
+        if self.stream not in ("fp64", "random"):
+            raise ValueError(f"stream must be 'fp64' or 'random', got {self.stream!r}")
+        if self.checkpoints and self.overrides:
+            raise ValueError(f"config overrides {sorted(self.overrides)} only apply to random-init models")
+        t = self.thresholds
+        for name in ("max_token_diff", "max_tv", "max_error_ratio", "graph_atol"):
+            v = getattr(t, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"threshold {name} must be a finite number >= 0, got {v!r}")
+
+
+# --- models --------------------------------------------------------------------------------------------
+def model_factories(vc: VerifyConfig) -> dict[str, Callable[[torch.dtype], torch.nn.Module]]:
+    """layer type -> (dtype -> model on vc.device in that dtype, reference backend). Same weights for every dtype."""
+    from .. import TTTConfig, TTTForCausalLM
+
+    out: dict[str, Callable[[torch.dtype], torch.nn.Module]] = {}
+    if vc.checkpoints:
+        from .. import load_pretrained
+
+        for ckpt in vc.checkpoints:
+            cfg = TTTConfig.from_json(Path(ckpt) / "config.json")
+            if cfg.ttt_layer_type in out:
+                raise ValueError(f"two checkpoints of layer type {cfg.ttt_layer_type!r}")
+            out[cfg.ttt_layer_type] = lambda dt, ckpt=ckpt: load_pretrained(ckpt, dtype=dt, device=vc.device)
+        return out
+    for lt in vc.layer_types:
+
+        def make(dt: torch.dtype, lt: str = lt, master: list = []) -> torch.nn.Module:  # noqa: B006
+            if not master:  # built once per layer type, on CPU in fp32, from the fixed seed
+                torch.manual_seed(vc.seed)
+                cfg = TTTConfig.standard(vc.size, lt, vc.backbone, **vc.overrides)
+                master.append(TTTForCausalLM(cfg).eval())
+            return copy.deepcopy(master[0]).to(device=vc.device, dtype=dt)
+
+        out[lt] = make
+    return out
+
+
+# --- runs ------------------------------------------------------------------------------------------------
+def _bar(it, desc: str, on: bool):
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, disable=not on, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _out_dtype(model) -> torch.dtype:
+    return torch.float64 if model.dtype == torch.float64 else torch.float32
+
+
+@torch.no_grad()
+def prefill(model, ids: torch.Tensor) -> torch.Tensor:
+    """Logits [B, T, V] of one forward pass over ids [B, T]."""
+    return model(ids)
+
+
+@torch.no_grad()
+def decode(model, tokens: torch.Tensor, desc: str = "decode", progress: bool = False, greedy: bool = False):
+    """Decode step by step from an empty cache, feeding tokens[:, t] at step t: logits [B, S, V].
+
+    greedy=True overwrites tokens[:, t + 1] with the argmax of step t (tokens is then the stream).
+    """
+    B, S = tokens.shape
+    cache = model.new_cache(B)
+    out = torch.empty(B, S, model.config.vocab_size, device=model.device, dtype=_out_dtype(model))
+    for t in _bar(range(S), desc, progress):
+        out[:, t] = model.decode_step(tokens[:, t], cache)
+        if greedy and t + 1 < S:
+            tokens[:, t + 1] = out[:, t].argmax(-1)
+    return out
+
+
+@torch.no_grad()
+def chain(model, prompt: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Prefill `prompt` [B, Tp], then decode tokens [B, S]: logits [B, Tp + S, V] (prompt's, then each step's)."""
+    cache = model.new_cache(prompt.shape[0])
+    parts = [model(prompt, cache)]
+    for t in range(tokens.shape[1]):
+        parts.append(model.decode_step(tokens[:, t], cache)[:, None])
+    return torch.cat(parts, dim=1)
+
+
+@torch.no_grad()
+def graph_decode(model, tokens: torch.Tensor, desc: str = "graph", progress: bool = False) -> torch.Tensor:
+    """Like `decode`, but one decode step is captured in a CUDA graph and replayed at every step.
+
+    The cache is static: warm-up and capture run on a fresh cache which is then reset to the empty
+    state; replay t reads its position from the cache's device tensor (nothing about t is baked in).
+    """
+    B, S = tokens.shape
+    cache, empty = model.new_cache(B), model.new_cache(B)
+    static_tok = tokens[:, 0].clone()
+    side = torch.cuda.Stream(device=model.device)
+    side.wait_stream(torch.cuda.current_stream(model.device))
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up (compiles/autotunes kernels outside the capture)
+            model.decode_step(static_tok, cache)
+    torch.cuda.current_stream(model.device).wait_stream(side)
+    cache.copy_(empty)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = model.decode_step(static_tok, cache)
+    cache.copy_(empty)  # capture records work without running it; start replays from the empty cache
+    out = torch.empty(B, S, model.config.vocab_size, device=model.device, dtype=static_out.dtype)
+    for t in _bar(range(S), desc, progress):
+        static_tok.copy_(tokens[:, t])
+        graph.replay()
+        out[:, t] = static_out
+    return out
+
+
+# --- checks ------------------------------------------------------------------------------------------------
+def _check(checks: list, name: str, layer: str, dtype: str, value, threshold, ok: bool | None, reason: str = ""):
+    status = NOT_RUN if ok is None else PASS if ok else FAIL
+    checks.append(
+        dict(name=name, layer=layer, dtype=dtype, value=value, threshold=threshold, status=status, reason=reason)
+    )
+
+
+def _pair(a: torch.Tensor, b: torch.Tensor, chunk: int) -> dict:
+    curves = metrics.compare_logits(a, b, chunk)
+    d = {k: v.cpu().tolist() for k, v in curves.items()}
+    d["summary"] = metrics.summarize(curves)
+    return d
+
+
+def phase_checks(checks: list, phase: str, layer: str, dtype: str, res: dict, th: Thresholds) -> None:
+    """The three threshold checks of one phase (prefill or decode) from its three comparisons."""
+    cr, cf, rf = (res[p]["summary"] for p in ("cand_vs_ref", "cand_vs_fp64", "ref_vs_fp64"))
+    v = cr["token_diff_mean"]
+    _check(checks, f"{phase}.token_diff_mean", layer, dtype, v, th.max_token_diff, v <= th.max_token_diff)
+    v = cr["tv_max"]
+    _check(checks, f"{phase}.tv_max", layer, dtype, v, th.max_tv, v <= th.max_tv)
+    err_c, err_r = cf["tv_mean"], rf["tv_mean"]
+    ratio = err_c / err_r if err_r > 0 else (0.0 if err_c == 0 else math.inf)
+    res["error"] = dict(cand_vs_fp64=err_c, ref_vs_fp64=err_r, ratio=ratio)
+    _check(
+        checks,
+        f"{phase}.error_ratio_vs_fp64",
+        layer,
+        dtype,
+        ratio,
+        th.max_error_ratio,
+        err_c <= th.max_error_ratio * err_r,
+        f"err(cand)={err_c:.3e} err(ref)={err_r:.3e} (mean true TV vs fp64)",
+    )
+
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable[[str], None]) -> dict:
+    """Every run and check for one layer type; returns its results (curves, summaries, timings)."""
+    from ..kernels import KernelsUnavailable
+
+    dev, th, pg, ch = torch.device(vc.device), vc.thresholds, vc.progress, vc.metric_chunk
+    timings: dict[str, float] = {}
+
+    def timed(key: str, fn, *a, **k):
+        _sync(dev)
+        t0 = time.perf_counter()
+        r = fn(*a, **k)
+        _sync(dev)
+        timings[key] = round(time.perf_counter() - t0, 3)
+        return r
+
+    model = make(torch.float64)
+    cfg = model.config
+    g = torch.Generator().manual_seed(vc.seed)
+    ids = torch.randint(0, cfg.vocab_size, (vc.batch, vc.prefill_len), generator=g).to(dev)
+    stream = torch.randint(0, cfg.vocab_size, (vc.batch, vc.decode_len), generator=g).to(dev)
+    tp, steps = vc.resolved_chain()
+
+    model.backend = vc.reference
+    L64 = timed("fp64.prefill", prefill, model, ids)
+    D64 = timed("fp64.decode", decode, model, stream, f"{layer} fp64 decode", pg, greedy=vc.stream == "fp64")
+    del model
+    _free(dev)
+    out: dict = dict(config=cfg.to_dict(), timings=timings, stream=vc.stream)
+
+    for dname in vc.dtypes:
+        log(f"[{layer} {dname}] running reference and {vc.candidate} ...")
+        model = make(DTYPES[dname])
+        model.backend = vc.reference
+        Lr = timed(f"{dname}.ref.prefill", prefill, model, ids)
+        Dr = timed(f"{dname}.ref.decode", decode, model, stream, f"{layer} {dname} ref decode", pg)
+        Cr = timed(f"{dname}.ref.chain", chain, model, ids[:, :tp], stream[:, :steps])
+        res: dict = {}
+        try:
+            model.backend = vc.candidate
+            Lc = timed(f"{dname}.cand.prefill", prefill, model, ids)
+            Dc = timed(f"{dname}.cand.decode", decode, model, stream, f"{layer} {dname} {vc.candidate} decode", pg)
+            Cc = timed(f"{dname}.cand.chain", chain, model, ids[:, :tp], stream[:, :steps])
+        except KernelsUnavailable as e:
+            reason = f"candidate {vc.candidate!r} cannot run: {e}"
+            log(f"[{layer} {dname}] FAIL: {reason}")
+            for name in ("prefill", "decode", "chain", "graph"):
+                _check(checks, f"{name}.candidate_runs", layer, dname, None, None, False, reason)
+            out[dname] = dict(error=reason)
+            del model
+            _free(dev)
+            continue
+        for phase, (c, r, f) in dict(prefill=(Lc, Lr, L64), decode=(Dc, Dr, D64)).items():
+            res[phase] = dict(
+                cand_vs_ref=_pair(c, r, ch), cand_vs_fp64=_pair(c, f, ch), ref_vs_fp64=_pair(r, f, ch)
+            )
+            phase_checks(checks, phase, layer, dname, res[phase], th)
+        del Lc, Lr
+
+        # the pieces: cand prefill -> cand decode vs ref prefill -> ref decode
+        cmp = _pair(Cc, Cr, ch)
+        s = cmp["summary"]
+        s["max_abs_logit_diff"] = float((Cc - Cr).abs().max())
+        res["chain"] = dict(prompt_len=tp, steps=steps, **cmp)
+        ok = s["tv_max"] <= th.max_tv and s["token_diff_mean"] <= th.max_token_diff
+        _check(
+            checks,
+            "chain.prefill_then_decode",
+            layer,
+            dname,
+            dict(tv_max=s["tv_max"], token_diff_mean=s["token_diff_mean"]),
+            dict(max_tv=th.max_tv, max_token_diff=th.max_token_diff),
+            ok,
+            f"prompt {tp} tokens then {steps} decode steps; max |logit diff| {s['max_abs_logit_diff']:.3e}",
+        )
+        del Cc, Cr
+
+        # CUDA-graph replay vs eager decode (the candidate's own eager decode, Dc)
+        if dev.type != "cuda" or vc.candidate != "kernels":
+            why = "needs a CUDA device" if dev.type != "cuda" else f"only for the kernels backend, not {vc.candidate!r}"
+            _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, None, why)
+            res["graph"] = dict(status=NOT_RUN, reason=why)
+        else:
+            try:
+                Dg = timed(f"{dname}.cand.graph_decode", graph_decode, model, stream, f"{layer} {dname} graph", pg)
+            except (RuntimeError, KernelsUnavailable) as e:
+                reason = f"graph capture/replay raised {type(e).__name__}: {e}"
+                _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, False, reason)
+                res["graph"] = dict(status=FAIL, reason=reason)
+            else:
+                diff = float((Dg - Dc).abs().max())
+                tok = float(metrics.token_diff(Dg, Dc).max())
+                res["graph"] = dict(max_abs_logit_diff=diff, token_diff_max=tok, steps=vc.decode_len)
+                ok = math.isfinite(diff) and diff <= th.graph_atol and tok == 0.0
+                _check(
+                    checks,
+                    "graph.replay_vs_eager",
+                    layer,
+                    dname,
+                    dict(max_abs_logit_diff=diff, token_diff_max=tok),
+                    th.graph_atol,
+                    ok,
+                    f"{vc.decode_len} replayed steps vs eager",
+                )
+                del Dg
+        del Dc, Dr, model
+        _free(dev)
+        out[dname] = res
+        _print_layer_dtype(log, layer, dname, res)
+    return out
+
+
+def _print_layer_dtype(log, layer: str, dname: str, res: dict) -> None:
+    for phase in ("prefill", "decode"):
+        cr = res[phase]["cand_vs_ref"]["summary"]
+        e = res[phase]["error"]
+        log(
+            f"[{layer} {dname}] {phase:7s} cand vs ref: tokens {100 * cr['token_diff_mean']:.3f}% (mean), "
+            f"TV {100 * cr['tv_max']:.4f}% (max), seed TV {100 * cr['seed_tv_max']:.4f}% (max) | "
+            f"mean TV vs fp64: cand {100 * e['cand_vs_fp64']:.4f}%, ref {100 * e['ref_vs_fp64']:.4f}%, ratio {e['ratio']:.3f}"
+        )
+
+
+def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str], None] = print) -> dict:
+    """All runs and checks; writes summary.json and the figures to out_dir (when given). Returns the summary."""
+    from .. import model as model_mod
+    from ..env import collect_env
+
+    vc.validate()
+    model_mod.get_backend(vc.candidate)  # fail early (KernelsUnavailable) before the long fp64 runs
+    factories = model_factories(vc)
+    layers = [lt for lt in vc.layer_types if lt in factories] if not vc.checkpoints else list(factories)
+    checks: list[dict] = []
+    results: dict = {}
+    t0 = time.perf_counter()
+    for layer in layers:
+        results[layer] = verify_layer(vc, layer, factories[layer], checks, log)
+    failed = [c for c in checks if c["status"] == FAIL]
+    not_run = [c for c in checks if c["status"] == NOT_RUN]
+    summary = dict(
+        passed=not failed,
+        n_checks=len(checks),
+        n_failed=len(failed),
+        n_not_run=len(not_run),
+        wall_s=round(time.perf_counter() - t0, 1),
+        env=collect_env(),
+        settings={k: v for k, v in asdict(vc).items() if k != "thresholds"},
+        thresholds=asdict(vc.thresholds),
+        metric_definitions=dict(
+            seed_tv="1/B sum_i max_v |p - p'| (the seed's 'total variation'), per time step",
+            tv="1/B sum_i 1/2 sum_v |p - p'| (true total variation), per time step",
+            token_diff="1/B sum_i I[argmax p != argmax p'], per time step",
+            tv_max_seq="max_i 1/2 sum_v |p - p'| (worst sequence), per time step",
+            error="mean over steps and sequences of the true TV against the float64 reference",
+        ),
+        checks=checks,
+        results=results,
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        from .figures import write_figures
+
+        figs = {lt: {d: r for d, r in res.items() if isinstance(r, dict) and "prefill" in r} for lt, res in results.items()}
+        paths = write_figures(figs, out, candidate=vc.candidate, reference=vc.reference)
+        summary["files"] = ["summary.json"] + [p.name for p in paths]
+    log_checks(summary, log)
+    return summary
+
+
+def log_checks(summary: dict, log: Callable[[str], None] = print) -> None:
+    log("")
+    log(f"{'check':32s} {'layer':6s} {'dtype':5s} {'status':8s} value (threshold)")
+    for c in summary["checks"]:
+        val = c["value"]
+        if isinstance(val, float):
+            val = f"{val:.4g}"
+        elif isinstance(val, dict):
+            val = ", ".join(f"{k}={v:.4g}" for k, v in val.items())
+        extra = f"  [{c['reason']}]" if c["reason"] else ""
+        log(f"{c['name']:32s} {c['layer']:6s} {c['dtype']:5s} {c['status'].upper():8s} {val} ({c['threshold']}){extra}")
+    verdict = "PASS" if summary["passed"] else "FAIL"
+    log(
+        f"verify: {verdict}: {summary['n_checks'] - summary['n_failed'] - summary['n_not_run']} passed, "
+        f"{summary['n_failed']} failed, {summary['n_not_run']} not run"
+    )
+
+
+# --- command line ------------------------------------------------------------------------------------------
+def _csv(choices):
+    def parse(s: str) -> list[str]:
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        bad = [x for x in items if x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)} (comma-separated), got {s!r}")
+        return items
+
+    return parse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="parity of a backend vs the PyTorch reference and float64 (exit 1 when a threshold fails)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--checkpoint", metavar="DIR", action="append", default=[],
+                   help="checkpoint directory (repeat for a TTT-Linear and a TTT-MLP one); default: random init")
+    m.add_argument("--config", default="1b", metavar="SIZE", help="standard size for random init (default 1b)")
+    m.add_argument("--backbone", choices=["mamba", "transformer"], default="mamba")
+    m.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    m.add_argument("--num-layers", type=int, help="override the number of layers (random init)")
+    m.add_argument("--hidden-size", type=int, help="override (random init; tiny test models)")
+    m.add_argument("--num-heads", type=int, help="override num_attention_heads (random init)")
+    m.add_argument("--intermediate-size", type=int, help="override (random init)")
+    m.add_argument("--vocab-size", type=int, help="override (random init)")
+    m.add_argument("--init-std", type=float, help="override initializer_range, the std of the random weights")
+    r = p.add_argument_group("runs")
+    r.add_argument("--layer-types", type=_csv(LAYER_TYPES), default=list(LAYER_TYPES), help="default linear,mlp")
+    r.add_argument("--dtypes", type=_csv(list(DTYPES)), default=["fp16", "bf16"], help="default fp16,bf16")
+    r.add_argument("--batch", type=int, default=32)
+    r.add_argument("--prefill-len", type=int, default=512)
+    r.add_argument("--decode-len", type=int, default=512, help="decode steps (one token in, this many out)")
+    r.add_argument("--stream", choices=["fp64", "random"], default="fp64",
+                   help="decode inputs: the fp64 reference's greedy tokens (default) or random tokens")
+    r.add_argument("--chain-prompt-len", type=int, help="prompt of the prefill->decode check (default prefill-len - 7)")
+    r.add_argument("--chain-steps", type=int, help="decode steps of the prefill->decode check (default 48)")
+    r.add_argument("--candidate-backend", choices=["kernels", "reference"], default="kernels")
+    r.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    r.add_argument("--out", metavar="DIR", default="results/verify", help="summary.json and figures go here")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t = p.add_argument_group("thresholds")
+    d = Thresholds()
+    t.add_argument("--max-token-diff", type=float, default=d.max_token_diff)
+    t.add_argument("--max-tv", type=float, default=d.max_tv)
+    t.add_argument("--max-error-ratio", type=float, default=d.max_error_ratio)
+    t.add_argument("--graph-atol", type=float, default=d.graph_atol)
+    p.set_defaults(func=cmd_verify)
+
+
+def config_from_args(args: argparse.Namespace) -> VerifyConfig:
+    over = {
+        k: v
+        for k, v in dict(
+            num_hidden_layers=args.num_layers,
+            hidden_size=args.hidden_size,
+            num_attention_heads=args.num_heads,
+            intermediate_size=args.intermediate_size,
+            vocab_size=args.vocab_size,
+            initializer_range=args.init_std,
+        ).items()
+        if v is not None
+    }
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    return VerifyConfig(
+        layer_types=args.layer_types,
+        dtypes=args.dtypes,
+        batch=args.batch,
+        prefill_len=args.prefill_len,
+        decode_len=args.decode_len,
+        candidate=args.candidate_backend,
+        device=device,
+        seed=args.seed,
+        checkpoints=args.checkpoint,
+        size=args.config,
+        backbone=args.backbone,
+        overrides=over,
+        stream=args.stream,
+        chain_prompt_len=args.chain_prompt_len,
+        chain_steps=args.chain_steps,
+        progress=not args.no_progress,
+        thresholds=Thresholds(args.max_token_diff, args.max_tv, args.max_error_ratio, args.graph_atol),
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """0 when every check that ran passed, 1 when one failed (or the candidate cannot run), 2 on bad arguments."""
+    from ..kernels import KernelsUnavailable
+
+    vc = config_from_args(args)
+    vc.validate()  # ValueError -> exit 2 (cli.main)
+    try:
+        summary = run_verify(vc, args.out)
+    except KernelsUnavailable as e:
+        print(f"verify: FAIL: the candidate backend {vc.candidate!r} cannot run here: {e}", file=sys.stderr)
+        return 1
+    print(f"verify: wrote {args.out}/summary.json and figures", file=sys.stderr)
+    return 0 if summary["passed"] else 1
