@@ -139,10 +139,13 @@ class TTTForCausalLM(nn.Module):
         temperature: float = 0.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        cuda_graph: bool | None = None,
     ) -> torch.Tensor:
         """Prefill the prompt, then decode `max_new_tokens`: token ids [B, T + max_new_tokens].
 
         temperature 0 is greedy; otherwise softmax(logits / temperature), restricted to the top_k.
+        cuda_graph: decode through one captured CUDA graph of the whole step (kernels.graphs); default:
+        on for backend "kernels" on a CUDA device.
         """
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -150,12 +153,20 @@ class TTTForCausalLM(nn.Module):
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         cache = self.new_cache(input_ids.shape[0])
         logits = self(input_ids, cache, last_only=True)[:, -1]
+        if cuda_graph is None:
+            cuda_graph = self.backend == "kernels" and self.device.type == "cuda"
+        if cuda_graph and max_new_tokens > 1:
+            from .kernels.graphs import CUDAGraphDecoder
+
+            decode = CUDAGraphDecoder(self, cache).step
+        else:
+            decode = lambda tok: self.decode_step(tok, cache)
         out = [input_ids]
         for step in range(max_new_tokens):
             tok = sample(logits, temperature, top_k, generator)
             out.append(tok[:, None].to(input_ids.dtype))
             if step + 1 < max_new_tokens:
-                logits = self.decode_step(tok, cache)
+                logits = decode(tok)
         return torch.cat(out, dim=1)
 
 

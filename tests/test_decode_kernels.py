@@ -1,0 +1,238 @@
+"""Triton decode kernels (ttt_infer/kernels/decode.py) against the PyTorch reference primal step.
+
+On a machine without a GPU these run in the Triton interpreter (conftest sets TRITON_INTERPRET=1)
+on CPU tensors; on a GPU machine the same tests run the compiled kernels on CUDA tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _decode_cases import F, as_dtype, make_case, reference_run, rel_err, step_inputs
+
+from ttt_infer.kernels import KernelsUnavailable
+from ttt_infer.ttt import reference
+
+try:
+    from ttt_infer.kernels import decode
+    decode.check_available()
+except (ImportError, KernelsUnavailable) as e:  # pragma: no cover
+    pytest.skip(f"decode kernels unavailable: {e}", allow_module_level=True)
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+STEPS = 41  # positions 0..40: the mini-batch ends at 15 and 31 are both crossed
+
+
+def kernel_run(st, ins, t0: int, t1: int) -> torch.Tensor:
+    """Kernel steps for tokens t0..t1-1 with a device position tensor and a NaN-poisoned output."""
+    B, nh = st.W1.shape[:2]
+    pos = torch.full((1,), t0, dtype=torch.int64, device=st.W1.device)
+    outs = []
+    for t in range(t0, t1):
+        out = torch.full((B, nh, 1, F), float("nan"), device=st.W1.device)
+        r = decode.ttt_decode_step(st, *step_inputs(ins, t), pos, out=out)
+        assert r.data_ptr() == out.data_ptr()
+        assert torch.isfinite(out).all(), f"output not fully written at token {t}"
+        outs.append(out.clone())
+        pos += 1
+    return torch.cat(outs, 2)
+
+
+def poison_rows(st) -> None:
+    """Rows of the mini-batch not yet written must never be read."""
+    for name in ("k", "g1", "lr", "x2", "g2"):
+        t = getattr(st, name)
+        if t is not None:
+            t.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_kernel_matches_reference_fp32(kind):
+    st64, ins = make_case(kind, B=2, nh=2, T=STEPS, act_dtype=torch.float32, seed=1, device=DEV)
+    st0, st_ref, st_k = (as_dtype(st64, d) for d in (torch.float64, torch.float32, torch.float32))
+    poison_rows(st_ref)
+    poison_rows(st_k)
+    ref = reference_run(st_ref, ins, 0, STEPS, upcast=False)
+    out = kernel_run(st_k, ins, 0, STEPS)
+    exact = reference_run(st64, ins, 0, STEPS, upcast=True)
+    # fp32 arithmetic on both sides: both far under 1e-4 from float64
+    assert rel_err(ref, exact) < 1e-5
+    assert rel_err(out, exact) < 1e-5, rel_err(out, exact)
+    assert (out - ref).abs().max() < 1e-4
+    # the weights after the updates at positions 15 and 31, and rows 0..8 of the third mini-batch
+    for name, t in st_k.tensors().items():
+        want = getattr(st64, name)
+        if name in ("k", "g1", "lr", "x2", "g2"):
+            t, want = t[:, :, :9], want[:, :, :9]
+        assert rel_err(t, want) < 1e-5, name
+    # the inner loop matters at these scales: ignoring the mini-batch's rows moves the output by O(1)
+    no_rows = [
+        reference.primal_step(as_dtype(st0, torch.float64), *(x.double() for x in step_inputs(ins, t)), start=0)
+        for t in range(STEPS)
+    ]
+    assert rel_err(torch.cat(no_rows, 2), exact) > 1e-2
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_kernel_fp16_within_twice_reference_error(kind):
+    st64, ins = make_case(kind, B=2, nh=2, T=STEPS, act_dtype=torch.float16, seed=2, device=DEV)
+    exact = reference_run(as_dtype(st64, torch.float64), ins, 0, STEPS, upcast=True)
+    ref = reference_run(as_dtype(st64, torch.float32), ins, 0, STEPS, upcast=False)  # fp16 matmul operands
+    st_k = as_dtype(st64, torch.float32)
+    poison_rows(st_k)
+    out = kernel_run(st_k, ins, 0, STEPS)
+    e_ref, e_k = rel_err(ref, exact), rel_err(out, exact)
+    assert 0 < e_ref < 1e-2
+    assert e_k <= 2 * e_ref, (e_k, e_ref)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_decode_continues_after_prefill_mid_mini_batch(kind):
+    """Prompt of 21 tokens through the reference dual form, then kernel decode from position 21."""
+    st64, ins = make_case(kind, B=1, nh=2, T=40, act_dtype=torch.float32, seed=3, device=DEV)
+    exact_all = reference_run(as_dtype(st64, torch.float64), ins, 0, 40, upcast=True)
+    st = as_dtype(st64, torch.float32)
+    xq, xk, xv, lr, ln_w, ln_b, tau = ins
+    reference.dual_forward(st, xq[:, :, :21], xk[:, :, :21], xv[:, :, :21], lr[:, :, :21], ln_w, ln_b, tau, start=0)
+    out = kernel_run(st, ins, 21, 40)
+    assert rel_err(out, exact_all[:, :, 21:]) < 1e-5
+
+
+def test_position_is_read_from_the_device_tensor():
+    """Same inputs at positions 3 and 19 (same p) agree; at 4 they differ (different tau and rows)."""
+    st64, ins = make_case("linear", B=1, nh=1, T=1, act_dtype=torch.float32, seed=4, device=DEV)
+    xs = step_inputs(ins, 0)
+    outs = {}
+    for p in (3, 19, 4):
+        st = as_dtype(st64, torch.float32)
+        outs[p] = decode.ttt_decode_step(st, *xs, torch.tensor([p], device=DEV))
+    assert torch.equal(outs[3], outs[19])
+    assert not torch.allclose(outs[3], outs[4])
+
+
+# --- errors ------------------------------------------------------------------------------------------
+def _one(kind="linear", B=1, nh=2, dtype=torch.float32):
+    st64, ins = make_case(kind, B=B, nh=nh, T=1, act_dtype=dtype, seed=5, device=DEV)
+    return as_dtype(st64, torch.float32), list(step_inputs(ins, 0)), torch.zeros(1, dtype=torch.int64, device=DEV)
+
+
+def _call(st, xs, pos):
+    return decode.ttt_decode_step(st, *xs, pos)
+
+
+def test_error_activation_dtype():
+    st, xs, pos = _one()
+    xs[0] = xs[0].double()
+    with pytest.raises(TypeError, match="fp16, bf16 or fp32"):
+        _call(st, [xs[0], xs[1].double(), xs[2].double(), *xs[3:]], pos)
+    st, xs, pos = _one()
+    with pytest.raises(TypeError, match="share a dtype"):
+        _call(st, [xs[0], xs[1].half(), *xs[2:]], pos)
+
+
+def test_error_state_dtype():
+    st, xs, pos = _one()
+    st = as_dtype(st, torch.float64)
+    with pytest.raises(TypeError, match="fp32"):
+        _call(st, xs, pos)
+
+
+def test_error_head_dim():
+    st, xs, pos = _one()
+    xs = [xs[0][..., :32], xs[1][..., :32], xs[2][..., :32], *xs[3:]]
+    with pytest.raises(ValueError, match="head dim must be 64"):
+        _call(st, xs, pos)
+
+
+def test_error_non_contiguous_state():
+    st, xs, pos = _one()
+    st.W1 = st.W1.transpose(-1, -2)  # same shape for TTT-Linear, not contiguous
+    with pytest.raises(ValueError, match="not contiguous"):
+        _call(st, xs, pos)
+
+
+@pytest.mark.parametrize("what", ["state_batch", "lr", "tau", "ln_w", "tokens"])
+def test_error_shapes(what):
+    st, xs, pos = _one(B=2)
+    if what == "state_batch":
+        st2, _, _ = _one(B=1)
+        st = st2
+        match = "state.W1 has shape"
+    elif what == "lr":
+        xs[3] = xs[3][:, :1]
+        match = "lr must be"
+    elif what == "tau":
+        xs[6] = xs[6][:8]
+        match = "tau must be"
+    elif what == "ln_w":
+        xs[4] = xs[4][:1]
+        match = "ln_w must be"
+    else:
+        xs[:3] = [torch.cat([x, x], 2) for x in xs[:3]]
+        match = "one token"
+    with pytest.raises(ValueError, match=match):
+        _call(st, xs, pos)
+
+
+def test_error_mlp_hidden_size():
+    st, xs, pos = _one("mlp")
+    st.W1, st.b1 = st.W1[..., :128].contiguous(), st.b1[..., :128].contiguous()
+    with pytest.raises(ValueError, match="state.W1 has shape"):
+        _call(st, xs, pos)
+
+
+def test_error_position():
+    st, xs, pos = _one()
+    with pytest.raises(TypeError, match="device tensor"):
+        _call(st, xs, 0)
+    with pytest.raises(TypeError, match="int64"):
+        _call(st, xs, torch.zeros(1, device=DEV))
+
+
+def test_error_device():
+    st, xs, pos = _one()
+    xs = [x.to("meta") for x in xs[:3]] + xs[3:]
+    with pytest.raises(ValueError, match="is on"):
+        _call(st, xs, pos)
+
+
+@pytest.mark.skipif(DEV == "cuda", reason="the CPU-tensor error is only raised without a GPU")
+def test_error_cpu_tensors_without_interpreter(monkeypatch):
+    st, xs, pos = _one()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        _call(st, xs, pos)
+
+
+# --- whole model -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind, prompt", [("linear", 5), ("mlp", 16)])
+def test_model_decode_with_kernels_matches_reference(kind, prompt):
+    from _decode_cases import HybridKernelBackend
+    from _models import VOCAB, tiny_model
+
+    model = tiny_model(kind, "mamba", dtype=torch.float32, hidden_size=128, num_attention_heads=2).to(DEV)
+    ids = torch.randint(0, VOCAB, (2, prompt + 14), generator=torch.Generator().manual_seed(6)).to(DEV)
+    full = model(ids)  # reference backend, whole sequence in dual form
+    model._backend = HybridKernelBackend()
+    cache = model.new_cache(2)
+    logits = [model(ids[:, :prompt], cache)]
+    logits += [model.decode_step(ids[:, t], cache)[:, None] for t in range(prompt, ids.shape[1])]
+    assert cache.seqlen == ids.shape[1] and int(cache.position) == ids.shape[1]
+    assert rel_err(torch.cat(logits, 1), full) < 1e-4
+
+
+def test_graph_decoder_refuses_what_it_cannot_capture():
+    from _models import tiny_model
+
+    from ttt_infer.kernels.graphs import CUDAGraphDecoder
+
+    model = tiny_model("linear", "mamba", dtype=torch.float32, hidden_size=128, num_attention_heads=2)
+    with pytest.raises(ValueError, match="backend='kernels'"):
+        CUDAGraphDecoder(model, model.new_cache(1))
+    if DEV == "cpu":
+        from _decode_cases import HybridKernelBackend
+
+        model._backend = HybridKernelBackend()
+        with pytest.raises(ValueError, match="CUDA device"):
+            CUDAGraphDecoder(model, model.new_cache(1))

@@ -1,0 +1,378 @@
+"""Triton decode kernels: one token of TTT-Linear / TTT-MLP for all heads of all sequences, one launch.
+
+The scheme is MATH.md's "Decode traffic": inside a mini-batch the weights W (TTTState.W1, b1 and, for
+TTT-MLP, W2, b2) stay at the mini-batch's starting value and the state keeps the rows of the
+mini-batch (k_j, g_j, lr_j; for TTT-MLP also x2_j, g2_j). One program per (sequence, head):
+
+  p      = position % b                     (read from the device tensor: graph-safe)
+  z      = k W + b                          gradient at the mini-batch's starting weights
+  g      = d/dz 1/2 ||LN(z) - (v - k)||^2   (inner LayerNorm + L2 backward, fused)
+  rows[p] = (k, g, lr)
+  zbar   = q W + b - tau_p * sum_{j<=p} lr_j (q . k_j + 1) g_j
+  out    = q + LN(zbar)                      (inner LayerNorm + residual, fused)
+  p == b-1:  W -= tau_p sum_j lr_j k_j^T g_j,  b -= tau_p sum_j lr_j g_j
+
+TTT-MLP does the same through its two layers (z1 -> gelu -> z2, g1 = (g2 W2^T) * gelu'(z1)).
+
+So W is read once per token and written once per mini-batch. The state and every accumulation are
+fp32; activations may be fp16, bf16 or fp32 (upcast on load). Outputs are fp32 [B, nh, 1, f], the
+reference's dtype.
+
+Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests) with a fixed configuration. On a GPU
+the first call for each (layer type, B * nh, dtype) times the num_warps candidates on scratch rows
+(the live state is only read) and keeps the fastest; make that call before a CUDA graph capture.
+TTT_DECODE_WARPS=n forces a configuration (experiments).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from . import KernelsUnavailable
+
+try:  # Triton is optional: the package imports without it; check_available() says why it can't run
+    import triton
+    import triton.language as tl
+except ImportError as _e:  # pragma: no cover - exercised only where Triton is absent
+    triton = None
+    tl = None
+    _TRITON_ERROR: Exception | None = _e
+else:
+    _TRITON_ERROR = None
+
+HEAD_DIM = 64
+MLP_HIDDEN = 4 * HEAD_DIM
+LN_EPS = 1e-6
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_available() -> None:
+    """Raise KernelsUnavailable (saying why) when the decode kernels cannot run here."""
+    if triton is None:
+        raise KernelsUnavailable(f"Triton is not installed ({_TRITON_ERROR}); install ttt-infer[triton]")
+    if not _interpreting() and not torch.cuda.is_available():
+        raise KernelsUnavailable("the Triton decode kernels need a CUDA GPU (or TRITON_INTERPRET=1 to run on the CPU)")
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tanh(x):
+        # 1 - 2 / (exp(2x) + 1): exact limits at +-inf, no libdevice (runs in the interpreter too)
+        return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+
+    @triton.jit
+    def _gelu(x, C: tl.constexpr):
+        return 0.5 * x * (1.0 + _tanh(C * (x + 0.044715 * x * x * x)))
+
+    @triton.jit
+    def _gelu_bwd(x, C: tl.constexpr):
+        t = _tanh(C * (x + 0.044715 * x * x * x))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * 0.044715 * x * x)
+
+    @triton.jit
+    def _ln_l2_bwd(z, target, w, b, eps, N: tl.constexpr):
+        """d/dz 1/2 ||w * xhat(z) + b - target||^2 for a vector z [N]."""
+        mu = tl.sum(z, axis=0) / N
+        zc = z - mu
+        rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=0) / N + eps)
+        xh = zc * rstd
+        gh = w * (w * xh + b - target)
+        return (N * gh - tl.sum(gh, axis=0) - xh * tl.sum(gh * xh, axis=0)) * (rstd / N)
+
+    @triton.jit
+    def _ln_fwd(z, w, b, eps, N: tl.constexpr):
+        mu = tl.sum(z, axis=0) / N
+        zc = z - mu
+        rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=0) / N + eps)
+        return w * (zc * rstd) + b
+
+    @triton.jit
+    def _ttt_linear_decode(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, MB: tl.constexpr,
+    ):  # fmt: skip
+        pid = tl.program_id(0).to(tl.int64)  # sequence * NH + head
+        head = pid % NH
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        fo = tl.arange(0, F)
+        ro = tl.arange(0, MB)
+
+        # every load up front: the weights, the mini-batch's earlier rows, the token
+        W = tl.load(W_ptr + pid * F * F + fo[:, None] * F + fo[None, :])  # [F, F]
+        b = tl.load(b_ptr + pid * F + fo)
+        prev = ro < p
+        rows = pid * MB * F + ro[:, None] * F + fo[None, :]
+        Kr = tl.load(K_ptr + rows, mask=prev[:, None], other=0.0)  # [MB, F]
+        Gr = tl.load(G_ptr + rows, mask=prev[:, None], other=0.0)
+        LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lr = tl.load(lr_ptr + pid)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+
+        # gradient of this token at the mini-batch's starting weights; q's product shares the W read
+        zk = tl.sum(k[:, None] * W, axis=0) + b
+        zq = tl.sum(q[:, None] * W, axis=0) + b
+        g = _ln_l2_bwd(zk, v - k, lnw, lnb, eps, F)
+        tl.store(K_ptr + pid * MB * F + p * F + fo, k)
+        tl.store(G_ptr + pid * MB * F + p * F + fo, g)
+        tl.store(LR_ptr + pid * MB + p, lr)
+
+        cur = ro == p
+        Kr = tl.where(cur[:, None], k[None, :], Kr)
+        Gr = tl.where(cur[:, None], g[None, :], Gr)
+        LRr = tl.where(cur, lr, LRr)
+        # q W_p + b_p = q W + b - tau_p sum_{j<=p} lr_j (q.k_j + 1) g_j  (rows j > p have lr 0)
+        a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
+        zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
+        out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+        tl.store(out_ptr + pid * F + fo, out)
+
+        if p == MB - 1:  # end of the mini-batch: W_b becomes the next mini-batch's W
+            c = tau * LRr
+            dW = tl.dot(tl.trans(Kr * c[:, None]), Gr, input_precision="ieee")  # [F, F]
+            tl.store(W_ptr + pid * F * F + fo[:, None] * F + fo[None, :], W - dW)
+            tl.store(b_ptr + pid * F + fo, b - tl.sum(c[:, None] * Gr, axis=0))
+
+    @triton.jit
+    def _ttt_mlp_decode(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr,
+    ):  # fmt: skip
+        pid = tl.program_id(0).to(tl.int64)
+        head = pid % NH
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        fo = tl.arange(0, F)
+        ho = tl.arange(0, H)
+        ro = tl.arange(0, MB)
+
+        W1 = tl.load(W1_ptr + pid * F * H + fo[:, None] * H + ho[None, :])  # [F, H]
+        b1 = tl.load(b1_ptr + pid * H + ho)
+        W2 = tl.load(W2_ptr + pid * H * F + ho[:, None] * F + fo[None, :])  # [H, F]
+        b2 = tl.load(b2_ptr + pid * F + fo)
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lr = tl.load(lr_ptr + pid)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+        prev = ro < p
+        rows_f = pid * MB * F + ro[:, None] * F + fo[None, :]
+        rows_h = pid * MB * H + ro[:, None] * H + ho[None, :]
+        Kr = tl.load(K_ptr + rows_f, mask=prev[:, None], other=0.0)  # [MB, F]
+        G1r = tl.load(G1_ptr + rows_h, mask=prev[:, None], other=0.0)  # [MB, H]
+        X2r = tl.load(X2_ptr + rows_h, mask=prev[:, None], other=0.0)  # [MB, H]
+        G2r = tl.load(G2_ptr + rows_f, mask=prev[:, None], other=0.0)  # [MB, F]
+        LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)
+
+        # forward and inner-loss gradients of this token at the mini-batch's starting weights
+        z1k = tl.sum(k[:, None] * W1, axis=0) + b1  # [H]
+        z1q = tl.sum(q[:, None] * W1, axis=0) + b1
+        x2k = _gelu(z1k, C)
+        z2k = tl.sum(x2k[:, None] * W2, axis=0) + b2  # [F]
+        g2 = _ln_l2_bwd(z2k, v - k, lnw, lnb, eps, F)
+        g1 = tl.sum(W2 * g2[None, :], axis=1) * _gelu_bwd(z1k, C)  # [H]
+        tl.store(K_ptr + pid * MB * F + p * F + fo, k)
+        tl.store(G1_ptr + pid * MB * H + p * H + ho, g1)
+        tl.store(X2_ptr + pid * MB * H + p * H + ho, x2k)
+        tl.store(G2_ptr + pid * MB * F + p * F + fo, g2)
+        tl.store(LR_ptr + pid * MB + p, lr)
+
+        cur = ro == p
+        Kr = tl.where(cur[:, None], k[None, :], Kr)
+        G1r = tl.where(cur[:, None], g1[None, :], G1r)
+        X2r = tl.where(cur[:, None], x2k[None, :], X2r)
+        G2r = tl.where(cur[:, None], g2[None, :], G2r)
+        LRr = tl.where(cur, lr, LRr)
+
+        a1 = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)  # [MB]
+        z1bar = z1q - tau * tl.sum(a1[:, None] * G1r, axis=0)  # [H]
+        x2bar = _gelu(z1bar, C)
+        a2 = LRr * (tl.sum(X2r * x2bar[None, :], axis=1) + 1.0)
+        z2bar = tl.sum(x2bar[:, None] * W2, axis=0) + b2 - tau * tl.sum(a2[:, None] * G2r, axis=0)  # [F]
+        out = q + _ln_fwd(z2bar, lnw, lnb, eps, F)
+        tl.store(out_ptr + pid * F + fo, out)
+
+        if p == MB - 1:
+            c = tau * LRr
+            dW1 = tl.dot(tl.trans(Kr * c[:, None]), G1r, input_precision="ieee")  # [F, H]
+            tl.store(W1_ptr + pid * F * H + fo[:, None] * H + ho[None, :], W1 - dW1)
+            tl.store(b1_ptr + pid * H + ho, b1 - tl.sum(c[:, None] * G1r, axis=0))
+            dW2 = tl.dot(tl.trans(X2r * c[:, None]), G2r, input_precision="ieee")  # [H, F]
+            tl.store(W2_ptr + pid * H * F + ho[:, None] * F + fo[None, :], W2 - dW2)
+            tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(c[:, None] * G2r, axis=0))
+
+    _WARPS = {"linear": (2, 4, 8), "mlp": (4, 8, 16)}
+    _DEFAULT_WARPS = {"linear": 4, "mlp": 8}
+    _RAW = {"linear": _ttt_linear_decode, "mlp": _ttt_mlp_decode}
+
+# (kind, B * nh, activation dtype) -> num_warps, filled by _tune on the first GPU call of each shape
+TUNED: dict[tuple[str, int, torch.dtype], int] = {}
+
+
+def _launch(kind: str, nprog: int, args: list, num_warps: int, consts: dict) -> None:
+    _RAW[kind][(nprog,)](*args, num_warps=num_warps, **consts)
+
+
+def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> int:
+    """Time each num_warps candidate on scratch rows, output and position (p = b/2, so W is never
+    written) and keep the fastest. The real state is only read: safe on a live cache."""
+    from triton.testing import do_bench
+
+    if torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "ttt_decode_step: first call for this batch size is inside a CUDA graph capture; "
+            "run one eager step first (it picks the kernel configuration)"
+        )
+    scratch = dict(zip(names, args, strict=True))
+    for name in ("K_ptr", "G_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr", "out_ptr"):
+        if name in scratch:
+            scratch[name] = scratch[name].clone()
+    mb = consts["MB"]
+    scratch["pos_ptr"] = torch.full((1,), mb // 2, dtype=torch.int64, device=scratch["pos_ptr"].device)
+    sargs = [scratch[n] for n in names]
+    times = {}
+    for w in _WARPS[kind]:
+        try:
+            times[w] = do_bench(lambda w=w: _launch(kind, nprog, sargs, w, consts), warmup=10, rep=40, return_mode="median")
+        except Exception as e:  # a configuration that does not compile or fit is skipped, not fatal
+            times[w] = float("inf")
+            err = e
+    if all(t == float("inf") for t in times.values()):
+        raise RuntimeError(f"ttt_decode_step: no num_warps in {_WARPS[kind]} ran for TTT-{kind}") from err
+    return min(times, key=times.get)
+
+
+def _fail(msg: str, exc=ValueError):
+    raise exc(f"ttt_decode_step: {msg}")
+
+
+def _check(
+    state, xq: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor, lr, ln_w, ln_b, tau, position
+) -> tuple[int, int, int, int]:
+    for name, t in (("xq", xq), ("xk", xk), ("xv", xv), ("lr", lr), ("ln_w", ln_w), ("ln_b", ln_b), ("tau", tau)):
+        if not isinstance(t, torch.Tensor):
+            _fail(f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    if not isinstance(position, torch.Tensor):
+        _fail(
+            "position must be the cache's [1] int64 device tensor (a python int would be frozen by a CUDA graph)",
+            TypeError,
+        )
+    if xq.dim() != 4:
+        _fail(f"xq must be [B, nh, 1, f], got shape {tuple(xq.shape)}")
+    B, nh, T, f = xq.shape
+    if T != 1:
+        _fail(f"one token per call, got {T}")
+    for name, t in (("xk", xk), ("xv", xv)):
+        if t.shape != xq.shape:
+            _fail(f"{name} has shape {tuple(t.shape)}, xq {tuple(xq.shape)}")
+    if xq.dtype not in _ACT_DTYPES:
+        _fail(f"activations must be fp16, bf16 or fp32, got {xq.dtype}", TypeError)
+    for name, t in (("xk", xk), ("xv", xv)):
+        if t.dtype != xq.dtype:
+            _fail(f"{name} is {t.dtype}, xq {xq.dtype}: all three must share a dtype", TypeError)
+    if f != HEAD_DIM:
+        _fail(f"head dim must be {HEAD_DIM}, got {f} (use the reference backend for other head dims)")
+
+    kind = state.kind
+    h = HEAD_DIM if kind == "linear" else MLP_HIDDEN
+    mb = state.mini_batch_size
+    if mb < 1 or mb & (mb - 1) or mb > 64:
+        _fail(f"mini-batch size must be a power of two <= 64, got {mb}")
+    want = {"W1": (B, nh, f, h), "b1": (B, nh, h), "k": (B, nh, mb, f), "g1": (B, nh, mb, h), "lr": (B, nh, mb)}
+    if kind == "mlp":
+        want |= {"W2": (B, nh, h, f), "b2": (B, nh, f), "x2": (B, nh, mb, h), "g2": (B, nh, mb, f)}
+    dev = xq.device
+    for name, t in state.tensors().items():
+        if tuple(t.shape) != want[name]:
+            _fail(f"state.{name} has shape {tuple(t.shape)}, expected {want[name]} for TTT-{kind} with xq {tuple(xq.shape)}")
+        if t.dtype != torch.float32:
+            _fail(f"state.{name} is {t.dtype}: the kernels keep the state in fp32 (fp64: use the reference backend)", TypeError)
+        if not t.is_contiguous():
+            _fail(f"state.{name} is not contiguous; the kernels index the cache buffers directly")
+        if t.device != dev:
+            _fail(f"state.{name} is on {t.device}, xq on {dev}")
+    if tuple(lr.shape) != (B, nh, 1):
+        _fail(f"lr must be [B, nh, 1] = {(B, nh, 1)}, got {tuple(lr.shape)}")
+    if lr.dtype != torch.float32:
+        _fail(f"lr must be fp32, got {lr.dtype}", TypeError)
+    for name, t in (("ln_w", ln_w), ("ln_b", ln_b)):
+        if tuple(t.shape) != (nh, f):
+            _fail(f"{name} must be [nh, f] = {(nh, f)}, got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            _fail(f"{name} must be floating point, got {t.dtype}", TypeError)
+    if tuple(tau.shape) != (mb,):
+        _fail(f"tau must be [{mb}] (one scale per mini-batch position), got {tuple(tau.shape)}")
+    if position.numel() != 1 or position.dtype not in (torch.int64, torch.int32):
+        _fail(f"position must be a one-element int64 tensor, got {position.dtype} of shape {tuple(position.shape)}", TypeError)
+    for name, t in (("xk", xk), ("xv", xv), ("lr", lr), ("ln_w", ln_w), ("ln_b", ln_b), ("tau", tau), ("position", position)):
+        if t.device != dev:
+            _fail(f"{name} is on {t.device}, xq on {dev}")
+    if _interpreting():
+        if dev.type != "cpu":
+            _fail(f"under TRITON_INTERPRET=1 the kernels run on CPU tensors, got {dev}")
+    elif dev.type != "cuda":
+        _fail(f"tensors are on {dev}: the Triton decode kernels need CUDA tensors (or TRITON_INTERPRET=1)")
+    return B, nh, f, mb
+
+
+def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One decode step of the TTT layer for every (sequence, head); updates `state` in place.
+
+    xq, xk, xv [B, nh, 1, 64] (fp16/bf16/fp32, RoPE applied); lr [B, nh, 1] fp32; ln_w, ln_b [nh, 64];
+    tau [16] fp32; position: [1] int64 device tensor, the tokens before this one. Returns fp32 [B, nh, 1, 64]
+    (written into `out` when given: contiguous fp32 of that shape).
+    """
+    check_available()
+    B, nh, f, mb = _check(state, xq, xk, xv, lr, ln_w, ln_b, tau, position)
+    xq, xk, xv = xq.contiguous(), xk.contiguous(), xv.contiguous()
+    lr, ln_w, ln_b = lr.contiguous(), ln_w.contiguous(), ln_b.contiguous()
+    tau = tau.to(torch.float32).contiguous()
+    if out is None:
+        out = torch.empty(B, nh, 1, f, device=xq.device, dtype=torch.float32)
+    elif out.shape != (B, nh, 1, f) or out.dtype != torch.float32 or not out.is_contiguous() or out.device != xq.device:
+        _fail(f"out must be a contiguous fp32 [B, nh, 1, f] tensor on {xq.device}")
+    nprog = B * nh
+    kind = state.kind
+    if kind == "linear":
+        names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
+                 "W_ptr", "b_ptr", "K_ptr", "G_ptr", "LR_ptr", "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
+        args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.k, state.g1, state.lr, out]
+        consts = {"F": f, "MB": mb}
+    else:
+        names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
+                 "W1_ptr", "b1_ptr", "W2_ptr", "b2_ptr", "K_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr",
+                 "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
+        args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.W2, state.b2,
+                state.k, state.g1, state.x2, state.g2, state.lr, out]  # fmt: skip
+        consts = {"F": f, "H": MLP_HIDDEN, "MB": mb, "C": _SQRT_2_OVER_PI}
+    args += [nh, nprog, LN_EPS]
+    forced = os.environ.get("TTT_DECODE_WARPS")
+    if forced:
+        warps = int(forced)
+    elif _interpreting():
+        warps = _DEFAULT_WARPS[kind]
+    else:
+        key = (kind, nprog, xq.dtype)
+        if key not in TUNED:
+            TUNED[key] = _tune(kind, nprog, args, names, consts)
+        warps = TUNED[key]
+    _launch(kind, nprog, args, warps, consts)
+    return out
