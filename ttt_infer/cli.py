@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 # Modules (relative to this package) that add subcommands: each defines
 # `add_parser(subparsers) -> None` that registers its subcommand and sets `func`.
-EXTERNAL_COMMANDS: list[str] = [".verify.run"]
+EXTERNAL_COMMANDS: list[str] = [".bench.cli", ".verify.run"]
 
 
 def _dtype(name: str):

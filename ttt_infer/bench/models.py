@@ -11,6 +11,7 @@ Baselines live in ttt_infer/baselines/ and follow the same interface.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -22,6 +23,12 @@ class BenchModel(Protocol):
     name: str
     implementation: str
     params: int
+    # for the fraction of the physical limit (optional): FLOPs per prompt token (a number, or a
+    # function of the prompt length), bytes of weights read per decode step, and state bytes per
+    # sequence read per decode step as a function of the context length
+    prefill_flops_per_token: float | Callable[[int], float]
+    weight_bytes: float
+    decode_state_bytes: Callable[[float], float]
 
     def prefill(self, input_ids: torch.Tensor, max_new_tokens: int = 0) -> None: ...
 
@@ -38,12 +45,13 @@ class TTTBench:
     """TTT-Linear / TTT-MLP, 1b config, Mamba backbone (as the seed benchmarked), either backend."""
 
     def __init__(self, layer_type: str, dtype: torch.dtype, device: str, backend: str, num_layers: int | None = None,
-                 size: str = "1b") -> None:
+                 size: str = "1b", **config_overrides) -> None:
         from ..config import TTTConfig
         from ..kernels import KernelsUnavailable
         from ..model import TTTForCausalLM
+        from .limits import ttt_limits
 
-        over = {} if num_layers is None else {"num_hidden_layers": num_layers}
+        over = dict(config_overrides) if num_layers is None else {**config_overrides, "num_hidden_layers": num_layers}
         cfg = TTTConfig.standard(size, layer_type, "mamba", **over)
         with torch.device(device):
             self.model = TTTForCausalLM(cfg).to(dtype).eval()
@@ -57,7 +65,11 @@ class TTTBench:
             if backend == "kernels"
             else "reference: PyTorch eager (dual-form prefill, primal-form decode)"
         )
-        self.params = sum(p.numel() for p in self.model.parameters())
+        lim = ttt_limits(cfg, weight_bytes_per_param=torch.finfo(dtype).bits // 8)
+        self.params = lim["params"]
+        self.prefill_flops_per_token = lim["prefill_flops_per_token"]
+        self.weight_bytes = lim["weight_bytes"]
+        self.decode_state_bytes = lambda context: lim["state_bytes_per_seq"]  # independent of the context
         self.cache = None
         self._token: torch.Tensor | None = None
 
