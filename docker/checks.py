@@ -181,7 +181,9 @@ def requirements_problems(text: str) -> list[str]:
 def dockerignore_problems(text: str) -> list[str]:
     patterns = {p.strip().strip("/") for p in text.splitlines() if p.strip() and not p.startswith("#")}
     problems = [
-        f".dockerignore: {p} is not excluded" for p in (".git", "results", "third_party", ".nox") if p not in patterns
+        f".dockerignore: {p} is not excluded"
+        for p in (".git", "results", "third_party", ".nox", "ttt_infer/kernels/_build")
+        if p not in patterns
     ]
     needed = ("tests", "noxfile.py", ".github", "docker", "csrc", "ttt_infer", "pyproject.toml", "README.md")
     problems += [f".dockerignore: {p} is excluded but the image needs it" for p in needed if p in patterns]

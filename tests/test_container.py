@@ -125,6 +125,8 @@ def test_dockerignore():
     assert checks.dockerignore_problems(text) == []
     assert checks.dockerignore_problems(text + "\ntests\n")  # the image runs the tests
     assert checks.dockerignore_problems(text.replace(".git\n", ""))  # the context would carry .git
+    # a local extension build would reach the image and ninja could take it as up to date
+    assert checks.dockerignore_problems(text.replace("ttt_infer/kernels/_build\n", ""))
 
 
 # --------------------------------------------------------------------------- docker compose
