@@ -71,20 +71,28 @@ class TTTBench:
         self.weight_bytes = lim["weight_bytes"]
         self.decode_state_bytes = lambda context: lim["state_bytes_per_seq"]  # independent of the context
         self.cache = None
+        self._decoder = None
         self._token: torch.Tensor | None = None
 
     def prefill(self, input_ids: torch.Tensor, max_new_tokens: int = 0) -> None:
         self.cache = self.model.new_cache(input_ids.shape[0])
         logits = self.model(input_ids, self.cache, last_only=True)
         self._token = logits[:, -1].argmax(-1)
+        self._decoder = None
+        if max_new_tokens and self.model.backend == "kernels" and self.model.device.type == "cuda":
+            from ..kernels.graphs import CUDAGraphDecoder
+
+            self._decoder = CUDAGraphDecoder(self.model, self.cache)  # captured at the first decode()
 
     def decode(self) -> None:
-        logits = self.model.decode_step(self._token, self.cache)
+        if self._decoder is not None:
+            logits = self._decoder.step(self._token)
+        else:
+            logits = self.model.decode_step(self._token, self.cache)
         self._token = logits.argmax(-1)
 
     def close(self) -> None:
-        self.cache = None
-        self.model = None
+        self.cache = self._decoder = self.model = None
 
 
 def make_bench_model(
