@@ -102,7 +102,7 @@ def measure_ceilings(device: str = "cuda", copy_gib: float = 2.0, n: int = 8192,
     dst = torch.empty_like(src)
     dst.copy_(src)
     copy_ms = _median_ms(lambda: dst.copy_(src), iters)
-    del src, dst
+    src = dst = None  # free before the matmul
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
