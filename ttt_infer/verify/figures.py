@@ -86,9 +86,7 @@ def phase_figure(
 def combined_figure(results: Mapping[str, Mapping], path: str | Path, candidate: str, reference: str) -> Path:
     """All layer types x {prefill, decode} in one PNG: per cell the TV panel above the token panel."""
     layers = list(results)
-    fig, axes = plt.subplots(
-        2 * len(layers), 2, figsize=(13, 5 * len(layers)), squeeze=False, sharex="col"
-    )
+    fig, axes = plt.subplots(2 * len(layers), 2, figsize=(13, 5 * len(layers)), squeeze=False, sharex="col")
     for li, layer in enumerate(layers):
         for pi, phase in enumerate(PHASES):
             ax_tv, ax_tok = axes[2 * li, pi], axes[2 * li + 1, pi]
@@ -96,7 +94,9 @@ def combined_figure(results: Mapping[str, Mapping], path: str | Path, candidate:
             ax_tv.set_title(f"{LAYER_TITLES.get(layer, layer)} {phase}")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.02))
+        fig.legend(
+            handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.02)
+        )
     fig.text(0.5, 0.003, _legend_note(candidate, reference), ha="center", va="bottom", fontsize=8)
     fig.tight_layout(rect=(0, 0.09 if handles else 0.02, 1, 1))
     path = Path(path)

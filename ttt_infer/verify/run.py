@@ -185,31 +185,22 @@ def chain(model, prompt: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def graph_decode(model, tokens: torch.Tensor, desc: str = "graph", progress: bool = False) -> torch.Tensor:
-    """Like `decode`, but one decode step is captured in a CUDA graph and replayed at every step.
+def graph_decode(
+    model, tokens: torch.Tensor, prompt: torch.Tensor | None = None, desc: str = "graph", progress: bool = False
+) -> torch.Tensor:
+    """Like `decode` (after prefilling `prompt`, if given), through the project's CUDA-graph decoder
+    (kernels/graphs.py, what `generate` uses): step 0 runs eagerly and captures, steps 1.. replay.
+    Returns logits [B, S, V]."""
+    from ..kernels.graphs import CUDAGraphDecoder
 
-    The cache is static: warm-up and capture run on a fresh cache which is then reset to the empty
-    state; replay t reads its position from the cache's device tensor (nothing about t is baked in).
-    """
     B, S = tokens.shape
-    cache, empty = model.new_cache(B), model.new_cache(B)
-    static_tok = tokens[:, 0].clone()
-    side = torch.cuda.Stream(device=model.device)
-    side.wait_stream(torch.cuda.current_stream(model.device))
-    with torch.cuda.stream(side):
-        for _ in range(3):  # warm-up (compiles/autotunes kernels outside the capture)
-            model.decode_step(static_tok, cache)
-    torch.cuda.current_stream(model.device).wait_stream(side)
-    cache.copy_(empty)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = model.decode_step(static_tok, cache)
-    cache.copy_(empty)  # capture records work without running it; start replays from the empty cache
-    out = torch.empty(B, S, model.config.vocab_size, device=model.device, dtype=static_out.dtype)
+    cache = model.new_cache(B)
+    if prompt is not None:
+        model(prompt, cache)
+    dec = CUDAGraphDecoder(model, cache)
+    out = torch.empty(B, S, model.config.vocab_size, device=model.device, dtype=_out_dtype(model))
     for t in _bar(range(S), desc, progress):
-        static_tok.copy_(tokens[:, t])
-        graph.replay()
-        out[:, t] = static_out
+        out[:, t] = dec.step(tokens[:, t])
     return out
 
 
@@ -307,9 +298,7 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
             _free(dev)
             continue
         for phase, (c, r, f) in dict(prefill=(Lc, Lr, L64), decode=(Dc, Dr, D64)).items():
-            res[phase] = dict(
-                cand_vs_ref=_pair(c, r, ch), cand_vs_fp64=_pair(c, f, ch), ref_vs_fp64=_pair(r, f, ch)
-            )
+            res[phase] = dict(cand_vs_ref=_pair(c, r, ch), cand_vs_fp64=_pair(c, f, ch), ref_vs_fp64=_pair(r, f, ch))
             phase_checks(checks, phase, layer, dname, res[phase], th)
         del Lc, Lr
 
@@ -329,24 +318,34 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
             ok,
             f"prompt {tp} tokens then {steps} decode steps; max |logit diff| {s['max_abs_logit_diff']:.3e}",
         )
-        del Cc, Cr
 
-        # CUDA-graph replay vs eager decode (the candidate's own eager decode, Dc)
+        # CUDA-graph replay vs eager decode: from an empty cache (vs Dc) and after the chain's prompt (vs Cc)
         if dev.type != "cuda" or vc.candidate != "kernels":
             why = "needs a CUDA device" if dev.type != "cuda" else f"only for the kernels backend, not {vc.candidate!r}"
             _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, None, why)
             res["graph"] = dict(status=NOT_RUN, reason=why)
         else:
             try:
-                Dg = timed(f"{dname}.cand.graph_decode", graph_decode, model, stream, f"{layer} {dname} graph", pg)
-            except (RuntimeError, KernelsUnavailable) as e:
+                Dg = timed(
+                    f"{dname}.cand.graph_decode", graph_decode, model, stream, None, f"{layer} {dname} graph", pg
+                )
+                Cg = timed(f"{dname}.cand.graph_chain", graph_decode, model, stream[:, :steps], ids[:, :tp])
+            except (RuntimeError, ValueError, KernelsUnavailable) as e:
                 reason = f"graph capture/replay raised {type(e).__name__}: {e}"
                 _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, False, reason)
                 res["graph"] = dict(status=FAIL, reason=reason)
             else:
-                diff = float((Dg - Dc).abs().max())
-                tok = float(metrics.token_diff(Dg, Dc).max())
-                res["graph"] = dict(max_abs_logit_diff=diff, token_diff_max=tok, steps=vc.decode_len)
+                diff = max(float((Dg - Dc).abs().max()), float((Cg - Cc[:, tp:]).abs().max()) if steps else 0.0)
+                tok = max(
+                    float(metrics.token_diff(Dg, Dc).max()),
+                    float(metrics.token_diff(Cg, Cc[:, tp:]).max()) if steps else 0.0,
+                )
+                res["graph"] = dict(
+                    max_abs_logit_diff=diff,
+                    token_diff_max=tok,
+                    steps=vc.decode_len,
+                    after_prompt=dict(prompt_len=tp, steps=steps),
+                )
                 ok = math.isfinite(diff) and diff <= th.graph_atol and tok == 0.0
                 _check(
                     checks,
@@ -356,9 +355,11 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
                     dict(max_abs_logit_diff=diff, token_diff_max=tok),
                     th.graph_atol,
                     ok,
-                    f"{vc.decode_len} replayed steps vs eager",
+                    f"{vc.decode_len} steps from an empty cache and {steps} after a {tp}-token prompt; "
+                    "step 0 of each eager (capture), the rest replayed",
                 )
-                del Dg
+                del Dg, Cg
+        del Cc, Cr
         del Dc, Dr, model
         _free(dev)
         out[dname] = res
@@ -418,7 +419,9 @@ def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str]
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
         from .figures import write_figures
 
-        figs = {lt: {d: r for d, r in res.items() if isinstance(r, dict) and "prefill" in r} for lt, res in results.items()}
+        figs = {
+            lt: {d: r for d, r in res.items() if isinstance(r, dict) and "prefill" in r} for lt, res in results.items()
+        }
         paths = write_figures(figs, out, candidate=vc.candidate, reference=vc.reference)
         summary["files"] = ["summary.json"] + [p.name for p in paths]
     log_checks(summary, log)
@@ -463,8 +466,13 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     m = p.add_argument_group("model")
-    m.add_argument("--checkpoint", metavar="DIR", action="append", default=[],
-                   help="checkpoint directory (repeat for a TTT-Linear and a TTT-MLP one); default: random init")
+    m.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="checkpoint directory (repeat for a TTT-Linear and a TTT-MLP one); default: random init",
+    )
     m.add_argument("--config", default="1b", metavar="SIZE", help="standard size for random init (default 1b)")
     m.add_argument("--backbone", choices=["mamba", "transformer"], default="mamba")
     m.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
@@ -480,8 +488,12 @@ def add_parser(subparsers) -> None:
     r.add_argument("--batch", type=int, default=32)
     r.add_argument("--prefill-len", type=int, default=512)
     r.add_argument("--decode-len", type=int, default=512, help="decode steps (one token in, this many out)")
-    r.add_argument("--stream", choices=["fp64", "random"], default="fp64",
-                   help="decode inputs: the fp64 reference's greedy tokens (default) or random tokens")
+    r.add_argument(
+        "--stream",
+        choices=["fp64", "random"],
+        default="fp64",
+        help="decode inputs: the fp64 reference's greedy tokens (default) or random tokens",
+    )
     r.add_argument("--chain-prompt-len", type=int, help="prompt of the prefill->decode check (default prefill-len - 7)")
     r.add_argument("--chain-steps", type=int, help="decode steps of the prefill->decode check (default 48)")
     r.add_argument("--candidate-backend", choices=["kernels", "reference"], default="kernels")
