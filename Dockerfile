@@ -39,8 +39,8 @@ ARG TRITON_VERSION=3.6.0
 ARG MAX_JOBS=4
 # The non-root user; match the host's uid/gid so the results bind mount stays writable
 # (docker-compose.yml passes TTT_UID/TTT_GID).
-ARG UID=1000
-ARG GID=1000
+ARG TTT_UID=1000
+ARG TTT_GID=1000
 # Recorded in every result's environment stamp (the image has no .git).
 ARG GIT_SHA=unknown
 
@@ -63,11 +63,9 @@ RUN apt-get update \
       gcc-13 g++-13 git python3.12 python3.12-dev python3.12-venv \
  && update-alternatives --install /usr/bin/gcc gcc /usr/bin/gcc-13 130 --slave /usr/bin/g++ g++ /usr/bin/g++-13 \
  && update-alternatives --set gcc /usr/bin/gcc-13 \
- && apt-get purge -y software-properties-common \
- && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/* \
- && gcc --version | head -n1 | grep -q ' 13\.' \
- && nvcc --version | grep -q 'release 12\.5'
+ && test "$(gcc -dumpfullversion | cut -d. -f1)" = 13 \
+ && test -n "$(nvcc --version | sed -n '/release 12\.5/p')"
 
 # torch.utils.cpp_extension passes $CC to nvcc as -ccbin: the host compiler is gcc-13 everywhere.
 ENV CC=/usr/bin/gcc-13 \
@@ -104,27 +102,34 @@ RUN python3.12 -m venv /opt/venv \
  && python -c "import torch, triton; assert torch.version.cuda.startswith('12.'), torch.version.cuda; print(torch.__version__, torch.version.cuda, triton.__version__)"
 
 # The non-root user that owns the source tree (the extension is built in it) and writes results.
-RUN groupadd -g "${GID}" ttt \
- && useradd -l -m -u "${UID}" -g "${GID}" -s /bin/bash ttt \
+# uid 0 is refused: a root-run host uses the default 1000 (see .github/workflows/gpu.yml).
+RUN test "${TTT_UID}" != 0 \
+ && { getent group "${TTT_GID}" >/dev/null || groupadd -g "${TTT_GID}" ttt; } \
+ && useradd -l -m -u "${TTT_UID}" -g "${TTT_GID}" -s /bin/bash ttt \
  && mkdir -p /opt/ttt-infer/results \
- && chown -R ttt:ttt /opt/ttt-infer
+ && chown -R "${TTT_UID}:${TTT_GID}" /opt/ttt-infer
 WORKDIR /opt/ttt-infer
-USER ${UID}:${GID}
+USER ${TTT_UID}:${TTT_GID}
 
 # The package and its CUDA sources first, so that editing tests or docs does not rebuild the extension.
-COPY --chown=ttt:ttt pyproject.toml README.md ./
-COPY --chown=ttt:ttt csrc/ csrc/
-COPY --chown=ttt:ttt ttt_infer/ ttt_infer/
+COPY --chown=${TTT_UID}:${TTT_GID} pyproject.toml README.md ./
+COPY --chown=${TTT_UID}:${TTT_GID} csrc/ csrc/
+COPY --chown=${TTT_UID}:${TTT_GID} ttt_infer/ ttt_infer/
 # Editable install with no dependency resolution: every dependency is already pinned above, and
-# `pip check` proves the set is consistent. Then the TK extension, for TORCH_CUDA_ARCH_LIST (no GPU
-# is visible during `docker build`: the build only compiles).
+# `pip check` proves the set is consistent. Then the TK extension, for TORCH_CUDA_ARCH_LIST. No GPU
+# and no driver are visible during `docker build`: the build only compiles, but torch imports the
+# module it built, and ThunderKittens' TMA code calls the driver API (libcuda.so.1), so that import
+# sees the toolkit's stub libcuda for this one command; at run time the real driver is mounted.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
  && pip check \
- && python -m ttt_infer.kernels.build
+ && mkdir -p /tmp/cuda-stubs \
+ && ln -s /usr/local/cuda/lib64/stubs/libcuda.so /tmp/cuda-stubs/libcuda.so.1 \
+ && LD_LIBRARY_PATH="/tmp/cuda-stubs:${LD_LIBRARY_PATH:-}" python -m ttt_infer.kernels.build \
+ && rm -rf /tmp/cuda-stubs
 
 # Tests, nox sessions, lint configuration and the container files themselves (the test service runs
 # tests/test_container.py too).
-COPY --chown=ttt:ttt . .
+COPY --chown=${TTT_UID}:${TTT_GID} . .
 
 COPY --chown=root:root --chmod=755 docker/entrypoint.sh /usr/local/bin/ttt-entrypoint
 # nox runs its sessions in this image's Python (everything is installed) instead of making venvs;

@@ -31,6 +31,7 @@ RESULTS_TARGET = "/opt/ttt-infer/results"
 SERVICES = {"bench": "bench", "verify": "verify", "figures": "figures", "test": "tests"}
 GPU_SERVICES = ("bench", "verify", "figures")
 MIN_SHM_BYTES = 8 * 2**30
+BASH_SPECIAL = {"UID", "EUID", "PPID", "GROUPS", "BASHPID", "SHELLOPTS", "BASHOPTS", "RANDOM", "SECONDS", "PWD"}
 
 
 # --------------------------------------------------------------------------- docker-compose.yml
@@ -150,6 +151,11 @@ def dockerfile_problems(text: str, tk_pin: str | None) -> list[str]:
         problems.append("Dockerfile: ARG TK_COMMIT is not a full commit hash")
     elif tk_pin is not None and args["TK_COMMIT"] != tk_pin:
         problems.append(f"Dockerfile: TK_COMMIT {args['TK_COMMIT']} differs from the submodule pin {tk_pin}")
+    # RUN lines run in bash, where these are read-only or set by the shell: an ARG of that name
+    # reaches RUN as the shell's value (UID would be 0 while building), not the build argument.
+    shadowed = sorted(set(args) & BASH_SPECIAL)
+    if shadowed:
+        problems.append(f"Dockerfile: ARG {shadowed} shadowed by bash's own variables in RUN")
     for pkg in ("TORCH_VERSION", "TRITON_VERSION"):
         if not re.fullmatch(r"\d+\.\d+\.\d+", args.get(pkg, "")):
             problems.append(f"Dockerfile: ARG {pkg} is not an exact version")

@@ -99,12 +99,13 @@ def test_dockerfile_structure():
         ('ARG TORCH_CUDA_ARCH_LIST="8.0;9.0a"', 'ARG TORCH_CUDA_ARCH_LIST="8.0;9.0"', "TORCH_CUDA_ARCH_LIST"),
         ("ARG TK_COMMIT=dbb4ecda5f9a0bd3de67e032a61ba413750c4e4d", "ARG TK_COMMIT=" + "0" * 40, "submodule pin"),
         ("ARG TORCH_VERSION=2.11.0", "ARG TORCH_VERSION=2.11", "TORCH_VERSION"),
-        ("USER ${UID}:${GID}", "USER root", "final USER"),
+        ("USER ${TTT_UID}:${TTT_GID}", "USER root", "final USER"),
         ("python -m ttt_infer.kernels.build", "true", "extension is not built"),
         ("update-alternatives --set gcc /usr/bin/gcc-13", "true", "gcc-13"),
         ('VOLUME ["/opt/ttt-infer/results"]', "", "VOLUME"),
+        ("ARG TTT_UID=1000", "ARG UID=1000", "shadowed by bash"),  # bash's read-only $UID in RUN
     ],
-    ids=["base", "arch-list", "tk-commit", "torch-pin", "root-user", "no-extension", "no-gcc13", "no-volume"],
+    ids=["base", "arch-list", "tk-commit", "torch-pin", "root-user", "no-extension", "no-gcc13", "no-volume", "uid"],
 )
 def test_dockerfile_structure_catches_planted_mistake(old, new, expect):
     text = DOCKERFILE.read_text()
