@@ -1,0 +1,63 @@
+// pybind11 module of the TK prefill kernels. Shapes and dtypes are validated in Python
+// (ttt_infer/kernels/prefill.py) before these are called; the checks here are a last guard.
+#include <torch/extension.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "ttt_prefill.h"
+
+namespace {
+
+void check(const torch::Tensor &t, const char *name, c10::ScalarType dt) {
+  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(t.scalar_type() == dt, name, " has dtype ", t.scalar_type(), ", expected ", dt);
+}
+
+ttt::InDtype in_dtype(const torch::Tensor &x) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf, "inputs must be bf16 or fp16");
+  return x.scalar_type() == at::kBFloat16 ? ttt::InDtype::bf16 : ttt::InDtype::fp16;
+}
+
+void linear_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
+                    torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
+                    torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start) {
+  const auto dt = xq.scalar_type();
+  for (auto *p : {&xq, &xk, &xv, &out}) check(*p, "xq/xk/xv/out", dt);
+  for (auto *p : {&lr, &tau, &ln_w, &ln_b, &W1, &b1, &k, &g1, &lr_rows}) check(*p, "fp32 argument", at::kFloat);
+  TORCH_CHECK(xq.dim() == 4 && xq.size(3) == 64, "xq must be [B, nh, T, 64]");
+  c10::cuda::CUDAGuard guard(xq.device());
+  ttt::LinearPrefillArgs a{xq.data_ptr(), xk.data_ptr(), xv.data_ptr(), lr.data_ptr<float>(), tau.data_ptr<float>(),
+                           ln_w.data_ptr<float>(), ln_b.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
+                           k.data_ptr<float>(), g1.data_ptr<float>(), lr_rows.data_ptr<float>(), out.data_ptr(),
+                           (int)(xq.size(0) * xq.size(1)), (int)xq.size(1), (int)xq.size(2), (int)start};
+  const cudaError_t e = ttt::launch_linear_prefill(a, in_dtype(xq), at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(e == cudaSuccess, "ttt linear prefill launch failed: ", cudaGetErrorString(e));
+}
+
+void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
+                 torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor W2,
+                 torch::Tensor b2, torch::Tensor k, torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor x2,
+                 torch::Tensor g2, torch::Tensor out, int64_t start) {
+  const auto dt = xq.scalar_type();
+  for (auto *p : {&xq, &xk, &xv, &out}) check(*p, "xq/xk/xv/out", dt);
+  for (auto *p : {&lr, &tau, &ln_w, &ln_b, &W1, &b1, &W2, &b2, &k, &g1, &lr_rows, &x2, &g2})
+    check(*p, "fp32 argument", at::kFloat);
+  TORCH_CHECK(xq.dim() == 4 && xq.size(3) == 64, "xq must be [B, nh, T, 64]");
+  c10::cuda::CUDAGuard guard(xq.device());
+  ttt::MlpPrefillArgs a{xq.data_ptr(), xk.data_ptr(), xv.data_ptr(), lr.data_ptr<float>(), tau.data_ptr<float>(),
+                        ln_w.data_ptr<float>(), ln_b.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
+                        W2.data_ptr<float>(), b2.data_ptr<float>(), k.data_ptr<float>(), g1.data_ptr<float>(),
+                        lr_rows.data_ptr<float>(), x2.data_ptr<float>(), g2.data_ptr<float>(), out.data_ptr(),
+                        (int)(xq.size(0) * xq.size(1)), (int)xq.size(1), (int)xq.size(2), (int)start};
+  const cudaError_t e = ttt::launch_mlp_prefill(a, in_dtype(xq), at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(e == cudaSuccess, "ttt mlp prefill launch failed: ", cudaGetErrorString(e));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16)";
+  m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill (state updated in place; writes out)");
+  m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out)");
+}

@@ -1,0 +1,230 @@
+// Shared helpers for the TTT prefill kernels (ThunderKittens register tiles + warp MMA).
+//
+// Compiles without torch headers. The same source builds for sm_80 (KITTENS_A100) and sm_90a
+// (KITTENS_HOPPER): the kernels use only TK's warp-level register tiles and mma_* ops, which are
+// identical on both; the macro is chosen per device pass below.
+#pragma once
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifndef KITTENS_HOPPER
+#define KITTENS_HOPPER
+#endif
+#else
+#ifndef KITTENS_A100
+#define KITTENS_A100
+#endif
+#endif
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kittens.cuh"
+
+namespace ttt {
+
+using namespace kittens;
+
+constexpr int F = 64;          // head dim
+constexpr int MB = 16;         // mini-batch size
+constexpr int PB = 72;         // smem pitch (elements) of 16-bit tiles: 144 B rows, conflict-free ldmatrix
+constexpr int PF = 72;         // smem pitch (elements) of fp32 tiles
+constexpr float LN_EPS = 1e-6f;
+
+// ---- element types -------------------------------------------------------------------------
+template <typename TT> struct io;
+template <> struct io<bf16> {
+  using T2 = bf16_2;
+  __device__ static inline float2 to_f2(T2 v) { return __bfloat1622float2(v); }
+  __device__ static inline T2 from_f2(float2 v) { return __float22bfloat162_rn(v); }
+  __device__ static inline bf16 from_f(float v) { return __float2bfloat16_rn(v); }
+  __device__ static inline float to_f(bf16 v) { return __bfloat162float(v); }
+};
+template <> struct io<half> {
+  using T2 = half_2;
+  __device__ static inline float2 to_f2(T2 v) { return __half22float2(v); }
+  __device__ static inline T2 from_f2(float2 v) { return __float22half2_rn(v); }
+  __device__ static inline half from_f(float v) { return __float2half_rn(v); }
+  __device__ static inline float to_f(half v) { return __half2float(v); }
+};
+
+// ---- shared -> register tiles (padded row-major smem, pitch PB elements) ---------------------
+// Same register order as TK's load(rt, st): row layout via ldmatrix, col layout via ldmatrix.trans.
+__device__ inline void ldsm4(uint32_t &a, uint32_t &b, uint32_t &c, uint32_t &d, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a), "=r"(b), "=r"(c), "=r"(d) : "r"(addr));
+}
+__device__ inline void ldsm4t(uint32_t &a, uint32_t &b, uint32_t &c, uint32_t &d, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a), "=r"(b), "=r"(c), "=r"(d) : "r"(addr));
+}
+
+// dst (rows x cols of a 16-bit smem matrix starting at (row0, col0)); RT row or col layout.
+template <typename RT, typename TT>
+__device__ inline void load_tile(RT &dst, const TT *smem, int row0, int col0) {
+  const int lane = laneid();
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+#pragma unroll
+  for (int i = 0; i < RT::height; i++) {
+#pragma unroll
+    for (int j = 0; j < RT::width; j++) {
+      const int r = row0 + i * 16 + (lane % 16);
+      const int c = col0 + j * 16 + (lane / 16) * 8;
+      const uint32_t addr = base + 2u * (r * PB + c);
+      uint32_t *d = reinterpret_cast<uint32_t *>(&dst.tiles[i][j].data[0]);
+      if constexpr (std::is_same_v<typename RT::layout, ducks::rt_layout::row>) {
+        ldsm4(d[0], d[1], d[2], d[3], addr);
+      } else {
+        ldsm4t(d[0], d[2], d[1], d[3], addr);
+      }
+    }
+  }
+}
+
+// Accumulator element walk: f(row, col, value&) for the two values of each float2.
+// Row layout fp32 tile: data[k] holds (row = lane/4 + 8*(k&1), col = 2*(lane%4) + 8*(k>>1)) + {0,1}.
+template <typename RT, typename Fn>
+__device__ inline void for_each(RT &t, Fn &&fn) {
+  const int lane = laneid();
+#pragma unroll
+  for (int i = 0; i < RT::height; i++)
+#pragma unroll
+    for (int j = 0; j < RT::width; j++)
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const int r = i * 16 + lane / 4 + 8 * (k & 1);
+        const int c = j * 16 + 2 * (lane % 4) + 8 * (k >> 1);
+        fn(r, c, t.tiles[i][j].data[k].x);
+        fn(r, c + 1, t.tiles[i][j].data[k].y);
+      }
+}
+
+// fp32 accumulator tile -> fp32 smem (pitch PF) at column offset col0.
+template <typename RT>
+__device__ inline void store_acc(float *smem, const RT &t, int col0) {
+  const int lane = laneid();
+#pragma unroll
+  for (int i = 0; i < RT::height; i++)
+#pragma unroll
+    for (int j = 0; j < RT::width; j++)
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const int r = i * 16 + lane / 4 + 8 * (k & 1);
+        const int c = col0 + j * 16 + 2 * (lane % 4) + 8 * (k >> 1);
+        *reinterpret_cast<float2 *>(&smem[r * PF + c]) = t.tiles[i][j].data[k];
+      }
+}
+
+// 16-bit register tile transpose of layout (row <-> col) via movmatrix, for bf16 and half alike.
+__device__ inline uint32_t movmatrix_t(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+template <typename DST, typename SRC>
+__device__ inline void swap_layout16(DST &dst, const SRC &src) {
+  static_assert(DST::height == SRC::height && DST::width == SRC::width);
+#pragma unroll
+  for (int i = 0; i < SRC::height; i++)
+#pragma unroll
+    for (int j = 0; j < SRC::width; j++) {
+      const uint32_t *s = reinterpret_cast<const uint32_t *>(&src.tiles[i][j].data[0]);
+      uint32_t *d = reinterpret_cast<uint32_t *>(&dst.tiles[i][j].data[0]);
+      const uint32_t s1 = s[1];
+      d[0] = movmatrix_t(s[0]);
+      d[1] = movmatrix_t(s[2]);
+      d[2] = movmatrix_t(s1);
+      d[3] = movmatrix_t(s[3]);
+    }
+}
+
+// Tile MMAs (fp32 accumulate) over TK's 16x16 base ops. TK's rt-level mma_AB/ABt/AtB at the pinned
+// commit reject fp16 inputs with fp32 accumulators under KITTENS_HOPPER (a static_assert that omits
+// the case; the base ops support it), so the kernels loop over the base ops here, for both types.
+template <typename D, typename A, typename B>
+__device__ inline void mma_ab(D &d, const A &a, const B &b) {  // d += a b; a row [M,K], b col [K,N]
+  static_assert(D::rows == A::rows && D::cols == B::cols && A::cols == B::rows);
+#pragma unroll
+  for (int n = 0; n < D::height; n++)
+#pragma unroll
+    for (int m = 0; m < D::width; m++)
+#pragma unroll
+      for (int k = 0; k < A::width; k++) mma_AB_base(d.tiles[n][m], a.tiles[n][k], b.tiles[k][m], d.tiles[n][m]);
+}
+template <typename D, typename A, typename B>
+__device__ inline void mma_abt(D &d, const A &a, const B &b) {  // d += a b^T; a row [M,K], b row [N,K]
+  static_assert(D::rows == A::rows && D::cols == B::rows && A::cols == B::cols);
+#pragma unroll
+  for (int n = 0; n < D::height; n++)
+#pragma unroll
+    for (int m = 0; m < D::width; m++)
+#pragma unroll
+      for (int k = 0; k < A::width; k++) mma_ABt_base(d.tiles[n][m], a.tiles[n][k], b.tiles[m][k], d.tiles[n][m]);
+}
+template <typename D, typename A, typename B>
+__device__ inline void mma_atb(D &d, const A &a, const B &b) {  // d += a^T b; a col [K,M], b col [K,N]
+  static_assert(D::rows == A::cols && D::cols == B::cols && A::rows == B::rows);
+#pragma unroll
+  for (int n = 0; n < D::height; n++)
+#pragma unroll
+    for (int m = 0; m < D::width; m++)
+#pragma unroll
+      for (int k = 0; k < A::height; k++) mma_AtB_base(d.tiles[n][m], a.tiles[k][n], b.tiles[k][m], d.tiles[n][m]);
+}
+
+__device__ inline float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ inline float gelu_tanh(float x) {
+  const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+  return 0.5f * x * (1.f + tanhf(k0 * (x + k1 * x * x * x)));
+}
+__device__ inline float gelu_tanh_bwd(float x) {
+  const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+  const float t = tanhf(k0 * (x + k1 * x * x * x));
+  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * k0 * (1.f + 3.f * k1 * x * x);
+}
+
+// ---- async global -> shared copies -----------------------------------------------------------
+__device__ inline void cp_async16(void *smem, const void *gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ inline void cp_async4(void *smem, const void *gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
+}
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// One mini-batch segment of 16 rows: rows r with token t = seg*16 + r - start in [0, T) come from
+// global (16 B chunks); rows outside are zero here (rows t < 0 are filled from the state by the caller).
+template <typename TT>
+__device__ inline void stage_rows(TT *sdst, const TT *g, int seg, int start, int T, int tid, int nthreads) {
+  for (int c = tid; c < MB * (F / 8); c += nthreads) {
+    const int r = c / (F / 8), part = c % (F / 8);
+    const int t = seg * MB + r - start;
+    TT *dst = sdst + r * PB + part * 8;
+    if (t >= 0 && t < T) {
+      cp_async16(dst, g + (size_t)t * F + part * 8);
+    } else {
+      *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// The 16 learning rates of a segment (0 outside [0, T)).
+__device__ inline void stage_lr(float *sdst, const float *g, int seg, int start, int T, int tid) {
+  if (tid < MB) {
+    const int t = seg * MB + tid - start;
+    if (t >= 0 && t < T) cp_async4(sdst + tid, g + t);
+    else sdst[tid] = 0.f;
+  }
+}
+
+}  // namespace ttt

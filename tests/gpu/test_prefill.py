@@ -1,0 +1,176 @@
+"""TK prefill kernels vs the float64 reference (ttt_infer.ttt.reference.dual_forward).
+
+For every case: random inputs and a random (non-init) state, the same inputs through
+- the float64 reference (the truth),
+- the same-dtype reference (fp16/bf16 matmul operands, fp32 accumulation and state: the yardstick),
+- the kernel (output buffer poisoned with NaN first),
+and every returned tensor (output, W1, b1, [W2, b2], rows of the partial mini-batch) must satisfy
+    rel_err(kernel) <= 2 * rel_err(same-dtype reference)   (floor 1e-6 where the reference is exact).
+The kernel returns its output in the input dtype, so the yardstick's output is rounded to that dtype
+too before its error is taken.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ttt_infer.ttt.cache import TTTState
+from ttt_infer.ttt.reference import dual_forward
+
+pytestmark = pytest.mark.gpu
+
+F, MB, NH = 64, 16, 3
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _prefill():
+    from ttt_infer.kernels import prefill
+
+    try:
+        prefill.check_available()
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"kernels unavailable on a GPU machine: {e}")
+    return prefill
+
+
+def make_case(kind: str, B: int, T: int, start: int, dtype: torch.dtype, seed: int):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    dev = "cuda"
+
+    def rn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, device=dev, dtype=torch.float32) * scale
+
+    hid = F if kind == "linear" else 4 * F
+    base_lr = 1.0 if kind == "linear" else 0.1
+    xq, xk, xv = (rn(B, NH, T, F).to(dtype) for _ in range(3))
+    lr = base_lr * torch.sigmoid(rn(B, NH, T)) / F
+    tau = torch.clamp(1.0 / torch.arange(1, MB + 1, device=dev) + rn(MB, scale=0.05), min=0.0)
+    ln_w = 1.0 + rn(NH, F, scale=0.1)
+    ln_b = rn(NH, F, scale=0.1)
+    st = TTTState(
+        W1=rn(B, NH, F, hid, scale=0.1),
+        b1=rn(B, NH, hid, scale=0.1),
+        k=rn(B, NH, MB, F),
+        g1=rn(B, NH, MB, hid, scale=0.05),
+        lr=base_lr * torch.sigmoid(rn(B, NH, MB)) / F,
+    )
+    if kind == "mlp":
+        st.W2 = rn(B, NH, hid, F, scale=0.1)
+        st.b2 = rn(B, NH, F, scale=0.1)
+        st.x2 = rn(B, NH, MB, hid, scale=0.5)
+        st.g2 = rn(B, NH, MB, F, scale=0.05)
+    return st, (xq, xk, xv, lr, ln_w, ln_b, tau, start)
+
+
+def state64(st: TTTState) -> TTTState:
+    return TTTState(**{k: v.double() for k, v in st.tensors().items()})
+
+
+def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    d = (a.double() - ref.double()).norm().item()
+    n = ref.double().norm().item()
+    return d / n if n > 0 else d
+
+
+def compare(kind, B, T, start, dtype, seed, variant="native"):
+    prefill = _prefill()
+    st, args = make_case(kind, B, T, start, dtype, seed)
+    xq, xk, xv, lr, ln_w, ln_b, tau, start = args
+
+    s64 = state64(st)
+    out64 = dual_forward(s64, xq.double(), xk.double(), xv.double(), lr.double(), ln_w.double(), ln_b.double(),
+                         tau.double(), start)
+    s_lo = st.clone()
+    out_lo = dual_forward(s_lo, *args).to(dtype)
+    s_k = st.clone()
+    out_buf = torch.full_like(xq, float("nan"))
+    out_k = prefill.ttt_prefill(s_k, *args, out=out_buf, variant=variant)
+    torch.cuda.synchronize()
+    assert out_k.data_ptr() == out_buf.data_ptr()
+    assert torch.isfinite(out_k.float()).all(), "kernel left NaN/inf in the output (unwritten or bad values)"
+
+    n_rows = (start + T) % MB  # rows of the final partial mini-batch kept in the state (0: none)
+    pairs = {"out": (out_k, out_lo, out64)}
+    names = ["W1", "b1"] + (["W2", "b2"] if kind == "mlp" else [])
+    for n in names:
+        pairs[n] = (getattr(s_k, n), getattr(s_lo, n), getattr(s64, n))
+    if n_rows:
+        rows = ["k", "g1", "lr"] + (["x2", "g2"] if kind == "mlp" else [])
+        for n in rows:
+            pairs[n + "_rows"] = tuple(getattr(s, n)[:, :, :n_rows] for s in (s_k, s_lo, s64))
+    report = {}
+    for name, (k, lo, ref) in pairs.items():
+        ek, elo = rel(k, ref), rel(lo, ref)
+        assert math.isfinite(ek), f"{name}: kernel error is {ek}"
+        report[name] = (ek, elo)
+    bad = {n: v for n, v in report.items() if v[0] > max(2 * v[1], 1e-6)}
+    msg = ", ".join(f"{n}: kernel {a:.2e} ref {b:.2e}" for n, (a, b) in report.items())
+    print(f"[{variant}] {kind} {dtype} B={B} T={T} start={start}: {msg}")
+    assert not bad, f"kernel error above 2x the same-dtype reference's: {bad}"
+    return report, out_k
+
+
+CASES = [(kind, B, T) for kind in ("linear", "mlp") for B in (1, 3, 16) for T in (16, 17, 100, 2048)]
+
+
+@pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize("kind,B,T", CASES)
+def test_prefill_matches_reference(kind, B, T, dname):
+    compare(kind, B, T, 0, DTYPES[dname], seed=1000 + B * 7 + T)
+
+
+@pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+@pytest.mark.parametrize("start,T", [(5, 17), (5, 100), (15, 2), (1, 3)])
+def test_prefill_starts_inside_mini_batch(kind, start, T, dname):
+    compare(kind, 3, T, start, DTYPES[dname], seed=77 + start * 31 + T)
+
+
+@pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+@pytest.mark.parametrize("start,T", [(0, 100), (5, 100), (0, 2048)])
+def test_sm80_path_matches_reference(kind, start, T, dname):
+    """The same kernels built for sm_80 (+PTX), run on this GPU through the driver's PTX JIT."""
+    from ttt_infer.kernels import KernelsUnavailable, prefill
+
+    try:
+        prefill.check_available("sm80")
+    except KernelsUnavailable as e:
+        pytest.skip(f"sm80 variant not built (python -m ttt_infer.kernels.build --variant sm80): {e}")
+    compare(kind, 3, T, start, DTYPES[dname], seed=5 + T + start, variant="sm80")
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_prefill_deterministic(kind):
+    """Two runs on the same inputs are bitwise equal (a race would show up as a moving result)."""
+    prefill = _prefill()
+    st, args = make_case(kind, 16, 512, 0, torch.bfloat16, seed=3)
+    s1, s2 = st.clone(), st.clone()
+    o1 = prefill.ttt_prefill(s1, *args)
+    o2 = prefill.ttt_prefill(s2, *args)
+    torch.cuda.synchronize()
+    assert torch.equal(o1, o2)
+    for n, t in s1.tensors().items():
+        assert torch.equal(t, getattr(s2, n)), n
+
+
+def test_prefill_chunks_compose():
+    """Prefill of T tokens == prefill of a prefix then the rest continuing inside the mini-batch."""
+    prefill = _prefill()
+    for kind in ("linear", "mlp"):
+        st, args = make_case(kind, 2, 53, 0, torch.bfloat16, seed=11)
+        xq, xk, xv, lr, ln_w, ln_b, tau, _ = args
+        s_all = st.clone()
+        o_all = prefill.ttt_prefill(s_all, xq, xk, xv, lr, ln_w, ln_b, tau, 0)
+        s_two = st.clone()
+        cut = 21
+        o1 = prefill.ttt_prefill(s_two, *(x[:, :, :cut].contiguous() for x in (xq, xk, xv, lr)), ln_w, ln_b, tau, 0)
+        o2 = prefill.ttt_prefill(s_two, *(x[:, :, cut:].contiguous() for x in (xq, xk, xv, lr)), ln_w, ln_b, tau,
+                                 cut % MB)
+        torch.cuda.synchronize()
+        o_two = torch.cat([o1, o2], 2)
+        assert rel(o_two, o_all) < 1e-2, kind
+        assert rel(s_two.W1, s_all.W1) < 1e-4, kind
