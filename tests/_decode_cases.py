@@ -66,17 +66,3 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm()).item()
 
-
-class HybridKernelBackend:
-    """Prompts through the reference dual form, decode steps through the Triton kernel: lets the model
-    use the decode kernels whether or not the prefill extension is built. Named "kernels" so that the
-    model treats it as the kernel backend (CUDA graphs)."""
-
-    name = "kernels"
-
-    def inner(self, state, xq, xk, xv, lr, ln_w, ln_b, tau, start, position):
-        from ttt_infer.kernels import decode
-
-        if xq.shape[2] == 1:
-            return decode.ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position)
-        return reference.dual_forward(state, xq, xk, xv, lr, ln_w, ln_b, tau, start)

@@ -208,13 +208,12 @@ def test_error_cpu_tensors_without_interpreter(monkeypatch):
 # --- whole model -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind, prompt", [("linear", 5), ("mlp", 16)])
 def test_model_decode_with_kernels_matches_reference(kind, prompt):
-    from _decode_cases import HybridKernelBackend
     from _models import VOCAB, tiny_model
 
     model = tiny_model(kind, "mamba", dtype=torch.float32, hidden_size=128, num_attention_heads=2).to(DEV)
     ids = torch.randint(0, VOCAB, (2, prompt + 14), generator=torch.Generator().manual_seed(6)).to(DEV)
     full = model(ids)  # reference backend, whole sequence in dual form
-    model._backend = HybridKernelBackend()
+    model._backend = decode.DecodeKernelBackend()
     cache = model.new_cache(2)
     logits = [model(ids[:, :prompt], cache)]
     logits += [model.decode_step(ids[:, t], cache)[:, None] for t in range(prompt, ids.shape[1])]
@@ -231,8 +230,6 @@ def test_graph_decoder_refuses_what_it_cannot_capture():
     with pytest.raises(ValueError, match="backend='kernels'"):
         CUDAGraphDecoder(model, model.new_cache(1))
     if DEV == "cpu":
-        from _decode_cases import HybridKernelBackend
-
-        model._backend = HybridKernelBackend()
+        model._backend = decode.DecodeKernelBackend()
         with pytest.raises(ValueError, match="CUDA device"):
             CUDAGraphDecoder(model, model.new_cache(1))

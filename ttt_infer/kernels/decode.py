@@ -376,3 +376,24 @@ def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch
         warps = TUNED[key]
     _launch(kind, nprog, args, warps, consts)
     return out
+
+
+class DecodeKernelBackend:
+    """Decode steps through these kernels, prompts (T > 1) through the PyTorch reference dual form.
+
+    For when the TK prefill extension is not built (tests, benchmarks of decode alone). It reads the
+    position from the device tensor, so it is CUDA-graph safe, and calls itself "kernels" so that the
+    model treats it as the kernel backend. Install with `model._backend = DecodeKernelBackend()`.
+    """
+
+    name = "kernels"
+
+    def __init__(self) -> None:
+        check_available()
+
+    def inner(self, state, xq, xk, xv, lr, ln_w, ln_b, tau, start, position):
+        if xq.shape[2] == 1:
+            return ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position)
+        from ..ttt.reference import dual_forward
+
+        return dual_forward(state, xq, xk, xv, lr, ln_w, ln_b, tau, start)

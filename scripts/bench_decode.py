@@ -1,0 +1,250 @@
+"""Decode benchmark: the TTT-layer step alone and the full model, kernels (CUDA graph) vs reference.
+
+    python scripts/bench_decode.py --out results/h200/decode.jsonl [--size 1b] [--layers N]
+
+One JSON line per point (stamped with collect_env() and the measured copy bandwidth), appended as it
+finishes; a short table is printed last. Limits (PERF.md): a decode step moves the weights once
+(2P bytes, bf16) and each sequence's TTT state 1 + 1/16 times, t >= (2P + B * k * state) / BW, BW the
+device-to-device copy measured in this run. Timings are CUDA-event medians of graph replays (kernels)
+or of eager steps (reference), averaged over all 16 positions of a mini-batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ttt_infer import TTTConfig, TTTForCausalLM  # noqa: E402
+from ttt_infer.env import collect_env  # noqa: E402
+from ttt_infer.kernels import decode  # noqa: E402
+from ttt_infer.kernels.graphs import CUDAGraphDecoder  # noqa: E402
+from ttt_infer.ttt.cache import TTTState  # noqa: E402
+from ttt_infer.ttt.ops import ReferenceBackend  # noqa: E402
+
+PASSES = 1.0 + 1.0 / 16  # state passes per token (MATH.md "Decode traffic")
+MB = 16
+
+
+def events_ms(fn, iters: int) -> list[float]:
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    for s, e in zip(starts, ends, strict=True):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
+
+
+def copy_bandwidth(gib: float = 4.0) -> float:
+    """Bytes read + written per second of a large device-to-device copy (median of 10)."""
+    n = int(gib * 2**30) // 4
+    src = torch.rand(n, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = statistics.median(events_ms(lambda: dst.copy_(src), 10))
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * n * 4 / (ms / 1e3)
+
+
+def state_bytes_per_head(kind: str, f: int = 64) -> int:
+    h = f if kind == "linear" else 4 * f
+    return 4 * (f * h + h + (h * f + f if kind == "mlp" else 0))
+
+
+def layer_step_bytes(kind: str, B: int, nh: int, act_bytes: int = 2, f: int = 64) -> float:
+    """Bytes the kernel moves per step, averaged over the 16 positions of a mini-batch."""
+    h = f if kind == "linear" else 4 * f
+    row = 4 * (f + h + (h + f if kind == "mlp" else 0) + 1)  # k, g1 [, x2, g2], lr
+    W = state_bytes_per_head(kind, f)
+    per_head = (
+        W * (1 + 1 / MB)  # weights read each token, written once per mini-batch
+        + row * (sum(range(MB)) / MB)  # rows j < p read (7.5 on average)
+        + row  # row p written
+        + 3 * f * act_bytes + 4 + 4 * f  # q, k, v, lr in; out (fp32)
+    )
+    return B * nh * per_head
+
+
+def bench_layer(kind: str, B: int, nh: int, bw: float, dtype=torch.bfloat16) -> dict:
+    """One layer's decode kernel alone: 16 steps (a whole mini-batch) captured in one graph."""
+    f = 64
+    h = f if kind == "linear" else 4 * f
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def r(*shape, s=1.0):
+        return s * torch.randn(*shape, device="cuda", generator=g)
+
+    W2, b2 = (r(nh, h, f, s=h**-0.5), r(nh, 1, f, s=0.1)) if kind == "mlp" else (None, None)
+    st = TTTState.from_params(B, r(nh, f, h, s=f**-0.5), r(nh, 1, h, s=0.1), W2, b2)
+    for name in ("k", "g1", "x2", "g2", "lr"):
+        t = getattr(st, name)
+        if t is not None:
+            t.copy_(torch.rand_like(t) * 0.01)
+    xq, xk, xv = (r(B, nh, 1, f).to(dtype) for _ in range(3))
+    lr = torch.rand(B, nh, 1, device="cuda") * 0.01
+    ln_w, ln_b = 1 + r(nh, f, s=0.1), r(nh, f, s=0.1)
+    tau = (1 / torch.arange(1, 17, device="cuda")).float()
+    pos = torch.zeros(1, dtype=torch.int64, device="cuda")
+    out = torch.empty(B, nh, 1, f, device="cuda")
+
+    def one():
+        decode.ttt_decode_step(st, xq, xk, xv, lr, ln_w, ln_b, tau, pos, out=out)
+        pos.add_(1)
+
+    one()  # tunes num_warps for this grid
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(MB):
+            one()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(MB):
+            one()
+    graph.replay()
+    ms = statistics.median(events_ms(graph.replay, 20)) / MB
+    # the position add is a separate tiny kernel inside the graph: time it alone and subtract
+    g2 = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g2):
+        for _ in range(MB):
+            pos.add_(1)
+    g2.replay()
+    add_ms = statistics.median(events_ms(g2.replay, 20)) / MB
+    step_ms = ms - add_ms
+    nbytes = layer_step_bytes(kind, B, nh)
+    state_bytes = B * nh * state_bytes_per_head(kind) * PASSES
+    warps = decode.TUNED.get((kind, B * nh, dtype))
+    del st
+    torch.cuda.empty_cache()
+    return dict(
+        bench="layer", kind=kind, B=B, nh=nh, act_dtype=str(dtype), us=step_ms * 1e3, us_with_pos_add=ms * 1e3,
+        bytes=nbytes, gb_s=nbytes / (step_ms / 1e3) / 1e9, state_gb_s=state_bytes / (step_ms / 1e3) / 1e9,
+        limit_us=nbytes / bw * 1e6, frac_limit=(nbytes / bw) / (step_ms / 1e3), num_warps=warps,
+    )  # fmt: skip
+
+
+def make_model(kind: str, size: str, layers: int | None, dtype=torch.bfloat16) -> TTTForCausalLM:
+    over = {} if layers is None else {"num_hidden_layers": layers}
+    cfg = TTTConfig.standard(size, kind, "mamba", **over)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = TTTForCausalLM(cfg)
+    return model.to(dtype).eval()
+
+
+def bench_model(model: TTTForCausalLM, B: int, backend: str, bw: float, steps: int) -> dict:
+    cfg = model.config
+    P = sum(p.numel() for p in model.parameters())
+    wbytes = P * model.dtype.itemsize
+    state = cfg.num_hidden_layers * cfg.num_attention_heads * state_bytes_per_head(cfg.ttt_layer_type)
+    limit_s = (wbytes + B * PASSES * state) / bw
+    tokens = torch.randint(0, cfg.vocab_size, (B,), device="cuda")
+    cache = model.new_cache(B)
+    mode = None
+    if backend == "kernels":
+        model._backend = decode.DecodeKernelBackend()
+        dec = CUDAGraphDecoder(model, cache)
+        t0 = time.perf_counter()
+        dec.step(tokens)  # eager step (tunes the kernel) + capture
+        torch.cuda.synchronize()
+        setup_s = time.perf_counter() - t0
+        dec.replay(MB)
+        ms = statistics.median(events_ms(lambda: dec.replay(MB), max(1, steps // MB))) / MB
+        mode = "cuda_graph"
+        del dec
+    else:
+        model._backend = ReferenceBackend()
+        t0 = time.perf_counter()
+        model.decode_step(tokens, cache)
+        torch.cuda.synchronize()
+        setup_s = time.perf_counter() - t0
+        times = events_ms(lambda: model.decode_step(tokens, cache), steps)
+        ms = statistics.mean(times)  # mean over consecutive positions (the mini-batch end costs more)
+        mode = "eager"
+    del cache
+    torch.cuda.empty_cache()
+    tok_s = B / (ms / 1e3)
+    return dict(
+        bench="model", kind=cfg.ttt_layer_type, size=cfg.extra.get("size", None), layers=cfg.num_hidden_layers,
+        backbone=cfg.backbone, B=B, backend=backend, mode=mode, ms=ms, tokens_s=tok_s,
+        limit_tokens_s=B / limit_s, frac_limit=tok_s / (B / limit_s), params=P, weight_bytes=wbytes,
+        state_bytes_per_seq=state, setup_s=setup_s, steps=steps,
+    )  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="results/h200/decode.jsonl")
+    ap.add_argument("--size", default="1b")
+    ap.add_argument("--layers", type=int, default=None, help="fewer layers than the config (say so when used)")
+    ap.add_argument("--batches", default="1,16,64,256,512")
+    ap.add_argument("--kinds", default="linear,mlp")
+    ap.add_argument("--no-reference", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = collect_env()
+    bw = copy_bandwidth()
+    print(f"copy bandwidth {bw / 1e12:.2f} TB/s (read + write)", flush=True)
+    rows = []
+
+    def emit(rec: dict) -> None:
+        rec = {**rec, "copy_tb_s": bw / 1e12, "env": env, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with out.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        rows.append(rec)
+        print(json.dumps({k: v for k, v in rec.items() if k != "env"}), flush=True)
+
+    kinds = args.kinds.split(",")
+    for kind in kinds:
+        for B in (64, 512):
+            emit(bench_layer(kind, B, 32, bw))
+    batches = [int(b) for b in args.batches.split(",")]
+    for kind in kinds:
+        model = make_model(kind, args.size, args.layers)
+        model.config.extra["size"] = args.size
+        for B in batches:
+            try:
+                emit(bench_model(model, B, "kernels", bw, steps=64))
+            except torch.cuda.OutOfMemoryError as e:
+                emit(dict(bench="model", kind=kind, B=B, backend="kernels", error=f"OOM: {e}"[:300]))
+            torch.cuda.empty_cache()
+            if not args.no_reference:
+                try:
+                    emit(bench_model(model, B, "reference", bw, steps=16))
+                except torch.cuda.OutOfMemoryError as e:
+                    emit(dict(bench="model", kind=kind, B=B, backend="reference", error=f"OOM: {e}"[:300]))
+                torch.cuda.empty_cache()
+        del model
+        torch.cuda.empty_cache()
+
+    print("\n== TTT layer step alone (bf16 activations, fp32 state, nh=32; mean of the 16 positions) ==")
+    print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} warps")
+    for r in rows:
+        if r.get("bench") == "layer":
+            print(f"{r['kind']:6} {r['B']:>4} {r['us']:8.1f} {r['gb_s']:7.0f} {r['limit_us']:9.1f} {r['frac_limit']:5.2f} {r['num_warps']}")
+    print(f"\n== full model decode, {args.size}{'' if args.layers is None else f' ({args.layers} layers)'}, bf16 ==")
+    print(f"{'kind':6} {'B':>4} {'backend':9} {'mode':10} {'ms/step':>8} {'tok/s':>9} {'limit':>9} {'frac':>5}")
+    for r in rows:
+        if r.get("bench") == "model":
+            if "error" in r:
+                print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['error'][:40]}")
+                continue
+            print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['mode']:10} {r['ms']:8.3f} {r['tokens_s']:9.0f} {r['limit_tokens_s']:9.0f} {r['frac_limit']:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
