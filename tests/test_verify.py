@@ -14,11 +14,13 @@ from ttt_infer.verify.figures import write_figures
 from ttt_infer.verify.run import FAIL, NOT_RUN, PASS, Thresholds, VerifyConfig, chain, decode, phase_checks, run_verify
 
 TINY = dict(hidden_size=64, num_attention_heads=2, intermediate_size=128, vocab_size=256, num_hidden_layers=1)
-TINY_ARGS = [
-    "verify", "--hidden-size", "64", "--num-heads", "2", "--intermediate-size", "128", "--vocab-size", "256",
-    "--num-layers", "1", "--batch", "2", "--prefill-len", "24", "--decode-len", "24", "--device", "cpu",
-    "--no-progress", "--candidate-backend", "reference",
+RUN_ARGS = [
+    "verify", "--batch", "2", "--prefill-len", "24", "--decode-len", "24", "--device", "cpu", "--no-progress",
+    "--candidate-backend", "reference",
 ]  # fmt: skip
+SIZE_ARGS = ["--hidden-size", "64", "--num-heads", "2", "--intermediate-size", "128", "--vocab-size", "256",
+             "--num-layers", "1"]  # fmt: skip
+TINY_ARGS = RUN_ARGS + SIZE_ARGS
 
 
 @pytest.fixture(autouse=True)
@@ -277,3 +279,22 @@ def test_cli_unavailable_kernels_exit_1(tmp_path, capsys):
     args = [a for a in TINY_ARGS if a not in ("--candidate-backend", "reference")]
     assert main([*args, "--out", str(tmp_path)]) == 1
     assert "cannot run" in capsys.readouterr().err
+
+
+def test_cli_checkpoint_directories(tmp_path):
+    """--checkpoint (twice: a TTT-Linear and a TTT-MLP directory) instead of random weights."""
+    from ttt_infer.checkpoint import save_pretrained
+
+    for layer in ("linear", "mlp"):
+        save_pretrained(_tiny_model(layer, torch.float32, initializer_range=0.3), tmp_path / layer)
+    args = RUN_ARGS  # no size overrides: they only apply to random init
+    out = tmp_path / "v"
+    ckpts = ["--checkpoint", str(tmp_path / "mlp"), "--checkpoint", str(tmp_path / "linear")]
+    assert main([*args, *ckpts, "--dtypes", "bf16", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["passed"] and s["complete"] and list(s["results"]) == ["mlp", "linear"]
+    assert s["results"]["mlp"]["config"]["ttt_layer_type"] == "mlp"
+    assert s["settings"]["checkpoints"] == [str(tmp_path / "mlp"), str(tmp_path / "linear")]
+    # two checkpoints of one layer type, or size overrides with a checkpoint: bad arguments
+    assert main([*args, "--checkpoint", str(tmp_path / "mlp"), "--checkpoint", str(tmp_path / "mlp")]) == 2
+    assert main([*args, "--checkpoint", str(tmp_path / "mlp"), "--vocab-size", "256"]) == 2

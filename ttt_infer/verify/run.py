@@ -379,53 +379,70 @@ def _print_layer_dtype(log, layer: str, dname: str, res: dict) -> None:
 
 
 def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str], None] = print) -> dict:
-    """All runs and checks; writes summary.json and the figures to out_dir (when given). Returns the summary."""
+    """All runs and checks; writes summary.json and the figures to out_dir (when given). Returns the summary.
+
+    The files are rewritten after each layer type (with "complete": false until the end), so a run cut
+    short keeps what it finished.
+    """
     from .. import model as model_mod
     from ..env import collect_env
 
     vc.validate()
     model_mod.get_backend(vc.candidate)  # fail early (KernelsUnavailable) before the long fp64 runs
     factories = model_factories(vc)
-    layers = [lt for lt in vc.layer_types if lt in factories] if not vc.checkpoints else list(factories)
+    layers = list(factories) if vc.checkpoints else [lt for lt in vc.layer_types if lt in factories]
     checks: list[dict] = []
     results: dict = {}
+    env = collect_env()
     t0 = time.perf_counter()
+
+    def summarize(complete: bool) -> dict:
+        failed = [c for c in checks if c["status"] == FAIL]
+        not_run = [c for c in checks if c["status"] == NOT_RUN]
+        return dict(
+            passed=complete and not failed,
+            complete=complete,
+            n_checks=len(checks),
+            n_failed=len(failed),
+            n_not_run=len(not_run),
+            wall_s=round(time.perf_counter() - t0, 1),
+            env=env,
+            settings={k: v for k, v in asdict(vc).items() if k != "thresholds"},
+            thresholds=asdict(vc.thresholds),
+            metric_definitions=dict(
+                seed_tv="1/B sum_i max_v |p - p'| (the seed's 'total variation'), per time step",
+                tv="1/B sum_i 1/2 sum_v |p - p'| (true total variation), per time step",
+                token_diff="1/B sum_i I[argmax p != argmax p'], per time step",
+                tv_max_seq="max_i 1/2 sum_v |p - p'| (worst sequence), per time step",
+                error="mean over steps and sequences of the true TV against the float64 reference",
+            ),
+            checks=checks,
+            results=results,
+        )
+
+    summary = summarize(False)
     for layer in layers:
         results[layer] = verify_layer(vc, layer, factories[layer], checks, log)
-    failed = [c for c in checks if c["status"] == FAIL]
-    not_run = [c for c in checks if c["status"] == NOT_RUN]
-    summary = dict(
-        passed=not failed,
-        n_checks=len(checks),
-        n_failed=len(failed),
-        n_not_run=len(not_run),
-        wall_s=round(time.perf_counter() - t0, 1),
-        env=collect_env(),
-        settings={k: v for k, v in asdict(vc).items() if k != "thresholds"},
-        thresholds=asdict(vc.thresholds),
-        metric_definitions=dict(
-            seed_tv="1/B sum_i max_v |p - p'| (the seed's 'total variation'), per time step",
-            tv="1/B sum_i 1/2 sum_v |p - p'| (true total variation), per time step",
-            token_diff="1/B sum_i I[argmax p != argmax p'], per time step",
-            tv_max_seq="max_i 1/2 sum_v |p - p'| (worst sequence), per time step",
-            error="mean over steps and sequences of the true TV against the float64 reference",
-        ),
-        checks=checks,
-        results=results,
-    )
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-        from .figures import write_figures
-
-        figs = {
-            lt: {d: r for d, r in res.items() if isinstance(r, dict) and "prefill" in r} for lt, res in results.items()
-        }
-        paths = write_figures(figs, out, candidate=vc.candidate, reference=vc.reference)
-        summary["files"] = ["summary.json"] + [p.name for p in paths]
+        summary = summarize(layer == layers[-1])
+        if out_dir is not None:
+            write_outputs(summary, out_dir, vc)
     log_checks(summary, log)
     return summary
+
+
+def write_outputs(summary: dict, out_dir: str | Path, vc: VerifyConfig) -> None:
+    """summary.json, the figures of the layer types done so far, verify_combined.png."""
+    from .figures import write_figures
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {
+        lt: {d: r for d, r in res.items() if isinstance(r, dict) and "prefill" in r}
+        for lt, res in summary["results"].items()
+    }
+    paths = write_figures(figs, out, candidate=vc.candidate, reference=vc.reference)
+    summary["files"] = ["summary.json"] + [p.name for p in paths]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
 
 
 def log_checks(summary: dict, log: Callable[[str], None] = print) -> None:
