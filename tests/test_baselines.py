@@ -141,27 +141,26 @@ def test_transformer_triton_kernels_equal_torch_ops():
     ref = TransformerBench(torch.float32, KDEV, fused_kernels=False, cuda_graph=False, **TINY_LLAMA)
     fused = TransformerBench(torch.float32, KDEV, fused_kernels=True, cuda_graph=False, **TINY_LLAMA)
     assert "Triton" in fused.implementation and "Triton" not in ref.implementation
-    ids = torch.randint(0, 101, (2, 13), device=KDEV)
-    fed_r, log_r = _generate(ref, ids, 4)
-    fed_f, log_f = _generate(fused, ids, 4)
+    ids = torch.randint(0, 101, (2, 5), device=KDEV)
+    fed_r, log_r = _generate(ref, ids, 2)
+    fed_f, log_f = _generate(fused, ids, 2)
     torch.testing.assert_close(log_f, log_r, atol=2e-5, rtol=0)
     assert torch.equal(fed_f, fed_r)
     with torch.inference_mode():  # plain prefill (no cache): fresh K/V buffers
         torch.testing.assert_close(fused.model(ids), ref.model(ids), atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("ngroups", [1, 2])
-def test_mamba2_triton_step_equals_torch_step(ngroups):
+def test_mamba2_triton_step_equals_torch_step():
     pytest.importorskip("triton")
-    torch.manual_seed(ngroups)
-    bench = MambaBench(torch.float32, KDEV, ssm_impl="torch", cuda_graph=False, **dict(TINY_MAMBA, ngroups=ngroups))
+    torch.manual_seed(2)
+    bench = MambaBench(torch.float32, KDEV, ssm_impl="torch", cuda_graph=False, **TINY_MAMBA)  # 2 groups
     ids = torch.randint(0, 101, (3, 6), device=KDEV)
-    bench.prefill(ids, max_new_tokens=3)
+    bench.prefill(ids, max_new_tokens=2)
     states_r = bench.states
     states_t = [(c.clone(), s.clone()) for c, s in states_r]
     tok = bench._token
     with torch.inference_mode():
-        for _ in range(3):
+        for _ in range(2):
             lr = bench.model.step(tok, "torch", states_r)
             lt = bench.model.step(tok, "triton", states_t)
             torch.testing.assert_close(lt, lr, atol=1e-5, rtol=0)
