@@ -329,6 +329,13 @@ class MambaBench:
         model.init_weights(seed=seed)
         self.model = model.to(self.dtype).eval().requires_grad_(False)
         self.params = sum(p.numel() for p in self.model.parameters())
+        # for the fraction of the limit (ttt_infer.bench.limits): matmul FLOPs only (the SSD scan's are
+        # small), and a decode step reads and writes each sequence's SSM and conv states once
+        c, nbytes = self.cfg, torch.finfo(self.dtype).bits // 8
+        self.weight_bytes = nbytes * self.params
+        self.prefill_flops_per_token = 2 * self.params
+        state = c.n_layers * (c.nheads * c.d_state * c.headdim + c.conv_dim * (c.d_conv - 1)) * nbytes
+        self.decode_state_bytes = lambda context: 2 * state
         self.cuda_graph = (self.device.type == "cuda") if cuda_graph is None else cuda_graph
         self.states = None
         self._graph = None

@@ -225,6 +225,12 @@ class TransformerBench:
             fused_kernels = self.device.type == "cuda" and _triton_available()
         self.model.fused = fused_kernels
         self.params = sum(p.numel() for p in self.model.parameters())
+        # for the fraction of the limit (ttt_infer.bench.limits): causal attention adds 2*T*dim FLOPs
+        # per token and layer (QK^T and PV over T/2 keys on average); a decode step reads the KV cache
+        c, nbytes = self.cfg, torch.finfo(dtype).bits // 8
+        self.weight_bytes = nbytes * self.params
+        self.prefill_flops_per_token = lambda T: 2 * self.params + 2 * c.n_layers * T * c.dim
+        self.decode_state_bytes = lambda context: 2 * c.n_layers * c.dim * context * nbytes
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self.implementation = (
             f"PyTorch {torch.__version__} Llama ({self.cfg.n_layers} layers, dim {self.cfg.dim}): fused QKV and "
