@@ -38,7 +38,7 @@ void linear_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch:
 void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
                  torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor W2,
                  torch::Tensor b2, torch::Tensor k, torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor x2,
-                 torch::Tensor g2, torch::Tensor out, int64_t start) {
+                 torch::Tensor g2, torch::Tensor out, int64_t start, int64_t warps) {
   const auto dt = xq.scalar_type();
   for (auto *p : {&xq, &xk, &xv, &out}) check(*p, "xq/xk/xv/out", dt);
   for (auto *p : {&lr, &tau, &ln_w, &ln_b, &W1, &b1, &W2, &b2, &k, &g1, &lr_rows, &x2, &g2})
@@ -49,7 +49,7 @@ void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Te
                         ln_w.data_ptr<float>(), ln_b.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
                         W2.data_ptr<float>(), b2.data_ptr<float>(), k.data_ptr<float>(), g1.data_ptr<float>(),
                         lr_rows.data_ptr<float>(), x2.data_ptr<float>(), g2.data_ptr<float>(), out.data_ptr(),
-                        (int)(xq.size(0) * xq.size(1)), (int)xq.size(1), (int)xq.size(2), (int)start};
+                        (int)(xq.size(0) * xq.size(1)), (int)xq.size(1), (int)xq.size(2), (int)start, (int)warps};
   const cudaError_t e = ttt::launch_mlp_prefill(a, in_dtype(xq), at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(e == cudaSuccess, "ttt mlp prefill launch failed: ", cudaGetErrorString(e));
 }
@@ -59,5 +59,5 @@ void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Te
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16)";
   m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill (state updated in place; writes out)");
-  m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out)");
+  m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out); warps: 8 or 16 (0: default)");
 }

@@ -179,6 +179,32 @@ __device__ inline float warp_sum(float v) {
   return v;
 }
 
+// Sum over the aligned group of G lanes (G a power of 2 <= 32) that holds one row.
+template <int G>
+__device__ inline float group_sum(float v) {
+#pragma unroll
+  for (int o = 1; o < G; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// N consecutive 16-bit values -> float, and back (N even).
+template <typename TT, int N>
+__device__ inline void ld_f(float *dst, const TT *src) {
+  using T2 = typename io<TT>::T2;
+#pragma unroll
+  for (int e = 0; e < N; e += 2) {
+    const float2 v = io<TT>::to_f2(reinterpret_cast<const T2 *>(src)[e / 2]);
+    dst[e] = v.x;
+    dst[e + 1] = v.y;
+  }
+}
+template <typename TT, int N>
+__device__ inline void st_f(TT *dst, const float *src) {
+  using T2 = typename io<TT>::T2;
+#pragma unroll
+  for (int e = 0; e < N; e += 2) reinterpret_cast<T2 *>(dst)[e / 2] = io<TT>::from_f2(make_float2(src[e], src[e + 1]));
+}
+
 __device__ inline float gelu_tanh(float x) {
   const float k0 = 0.7978845608028654f, k1 = 0.044715f;
   return 0.5f * x * (1.f + tanhf(k0 * (x + k1 * x * x * x)));

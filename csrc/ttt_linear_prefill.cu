@@ -3,12 +3,14 @@
 // Layout (f = 64, mini-batch b = 16):
 //   warp w owns columns s = 16w..16w+15 of W (state kept on chip as Wt_w = W[:, s]^T, a 16x64 fp32
 //   register tile, for the whole prompt) and rows 4w..4w+3 of every mini-batch for the row-wise work
-//   (LayerNorm forward/backward, output). Inputs stream through a 3-stage cp.async ring in shared
+//   (LayerNorm forward/backward, output). Inputs stream through a 4-stage cp.async ring in shared
 //   memory; per mini-batch the warps meet at 4 block barriers:
 //   B0 inputs ready | 1: Z = K W, Zq = Q W, A = Q K^T (tensor cores)            -> smem Z
-//   B1              | 2: rows: G = LN-L2 backward of Z + b                       -> smem G (fp32, 16-bit)
-//   B2              | 3: Zbar = Zq - (eta*tril(A)) G; W -= (c K)^T G (full mini-batches)
-//   B3              | 4: rows: out = q + LN(Zbar + b - eta G); b -= c . G
+//   B1              | 2: rows (8 lanes a row): G = LN-L2 backward of Z             -> smem G (fp32, 16-bit)
+//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G; W -= (c K)^T G; b -= c . G (full mini-batches)
+//   B3              | 4: rows: out = q + LN(Zbar)
+// (v2: the row phases run 4 rows a warp at once, 8 lanes a row; b lives with the column warps and the
+//  b_bar term rides in the (eta*(A+1)) G product, so phase 4 has no loop over the mini-batch.)
 // A prompt may start inside a mini-batch (rows 0..start-1 come from the state: k, g1, lr) and may end
 // inside one (its rows are written back to the state).
 #include "ttt_common.cuh"
@@ -16,10 +18,18 @@
 
 namespace ttt {
 
+// Input ring depth: segments seg+1..seg+STAGES-1 are in flight while seg computes. 4 on Hopper
+// (4 CTAs x 41.8 KB of 228 KB), 3 on Ampere (4 CTAs x 34.8 KB of the A100's 164 KB).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+constexpr int LIN_STAGES = 3;
+#else
+constexpr int LIN_STAGES = 4;
+#endif
+
 template <typename TT>
 struct LinearSmem {
-  TT q[3][MB * PB], k[3][MB * PB], v[3][MB * PB];  // input ring
-  float lr[3][MB];
+  TT q[LIN_STAGES][MB * PB], k[LIN_STAGES][MB * PB], v[LIN_STAGES][MB * PB];  // input ring
+  float lr[LIN_STAGES][MB];
   float z[MB * PF];   // Z, then Zbar (fp32)
   float gf[MB * PF];  // G fp32
   TT g[MB * PB];      // G rounded to the input type
@@ -28,7 +38,7 @@ struct LinearSmem {
 };
 
 template <typename TT>
-__global__ void __launch_bounds__(128) ttt_linear_prefill_kernel(const LinearPrefillArgs a) {
+__global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const LinearPrefillArgs a) {
   using IO = io<TT>;
   using T2 = typename IO::T2;
   __shared__ __align__(16) LinearSmem<TT> s;
@@ -50,23 +60,34 @@ __global__ void __launch_bounds__(128) ttt_linear_prefill_kernel(const LinearPre
   const int n_last = start + T - (nseg - 1) * MB;  // rows of the last segment, 1..16
 
   auto stage = [&](int seg) {
-    const int slot = seg % 3;
+    const int slot = seg % LIN_STAGES;
     stage_rows(s.q[slot], gq, seg, start, T, tid, 128);
     stage_rows(s.k[slot], gk, seg, start, T, tid, 128);
     stage_rows(s.v[slot], gv, seg, start, T, tid, 128);
     stage_lr(s.lr[slot], glr, seg, start, T, tid);
   };
-  stage(0);
-  cp_async_commit();
-  if (nseg > 1) stage(1);
-  cp_async_commit();
+#pragma unroll
+  for (int p = 0; p < LIN_STAGES - 1; p++) {
+    if (p < nseg) stage(p);
+    cp_async_commit();
+  }
 
-  // state: Wt[r][i] = W[i][16w + r]
+  // state: Wt[r][i] = W[i][16w + r]; b1 of this warp's columns in accumulator-column order
   rt_fl<16, 64> Wt;
   for_each(Wt, [&](int r, int c, float &x) { x = gW[c * F + 16 * w + r]; });
-  float2 b1r = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + 2 * lane);
-  const float2 lnw = *reinterpret_cast<const float2 *>(a.ln_w + head * F + 2 * lane);
-  const float2 lnb = *reinterpret_cast<const float2 *>(a.ln_b + head * F + 2 * lane);
+  const int cq = 16 * w + 2 * (lane % 4);  // accumulator columns cq, cq+1 (kh=0) and cq+8, cq+9 (kh=1)
+  float2 b1v[2];
+  b1v[0] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq);
+  b1v[1] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq + 8);
+  // row phases: 8 lanes a row (row 4w + lane/8), 8 features a lane (fb..fb+7)
+  constexpr int NPL = 8, G = F / NPL;
+  const int ri = 4 * w + lane / G, fb = NPL * (lane % G);
+  float lw[NPL], lb[NPL];
+#pragma unroll
+  for (int e = 0; e < NPL; e++) {
+    lw[e] = a.ln_w[head * F + fb + e];
+    lb[e] = a.ln_b[head * F + fb + e];
+  }
   if (tid < MB) s.tau[tid] = a.tau[tid];
   __syncthreads();  // the zero fill of segment 0 is done: old rows may overwrite it
   if (start > 0) {  // rows 0..start-1 of the first mini-batch come from the state
@@ -75,14 +96,14 @@ __global__ void __launch_bounds__(128) ttt_linear_prefill_kernel(const LinearPre
   }
 
   for (int seg = 0; seg < nseg; seg++) {
-    const int slot = seg % 3;
+    const int slot = seg % LIN_STAGES;
     const bool full = (seg < nseg - 1) || (n_last == MB);
-    cp_async_wait<1>();
+    cp_async_wait<LIN_STAGES - 2>();
     __syncthreads();  // B0
-    if (seg + 2 < nseg) stage(seg + 2);
+    if (seg + LIN_STAGES - 1 < nseg) stage(seg + LIN_STAGES - 1);
     cp_async_commit();
 
-    // ---- 1: Z = K W, Zq = Q W, A = Q K^T
+    // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp)
     rt_fl<16, 16> Zq, A;
     {
       rt<TT, 16, 64> Kr, Qr, Wb;
@@ -90,8 +111,8 @@ __global__ void __launch_bounds__(128) ttt_linear_prefill_kernel(const LinearPre
       load_tile(Qr, s.q[slot], 0, 0);
       copy(Wb, Wt);
       rt_fl<16, 16> Z;
-      zero(Z);
-      zero(Zq);
+#pragma unroll
+      for (int k = 0; k < 4; k++) Z.tiles[0][0].data[k] = Zq.tiles[0][0].data[k] = b1v[k >> 1];
       zero(A);
       mma_abt(Z, Kr, Wb);
       mma_abt(Zq, Qr, Wb);
@@ -100,44 +121,70 @@ __global__ void __launch_bounds__(128) ttt_linear_prefill_kernel(const LinearPre
     }
     __syncthreads();  // B1
 
-    // ---- 2: rows 4w..4w+3: G = d/dZ 1/2 ||LN(Z + b) - (v - k)||^2
+    // ---- 2: rows: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2, 8 lanes a row
     const float taul = s.tau[MB - 1];
+    {
+      const int i = ri, t = seg * MB + i - start;
+      float z[NPL], kk[NPL], vv[NPL], g[NPL];
 #pragma unroll
-    for (int rr = 0; rr < 4; rr++) {
-      const int i = 4 * w + rr, t = seg * MB + i - start;
-      const float2 zz = *reinterpret_cast<const float2 *>(&s.z[i * PF + 2 * lane]);
-      const float z0 = zz.x + b1r.x, z1 = zz.y + b1r.y;
-      const float mean = warp_sum(z0 + z1) * (1.f / F);
-      const float d0 = z0 - mean, d1 = z1 - mean;
-      const float var = warp_sum(d0 * d0 + d1 * d1) * (1.f / F);
-      const float rstd = rsqrtf(var + LN_EPS);
-      const float2 kk = IO::to_f2(*reinterpret_cast<const T2 *>(&s.k[slot][i * PB + 2 * lane]));
-      const float2 vv = IO::to_f2(*reinterpret_cast<const T2 *>(&s.v[slot][i * PB + 2 * lane]));
-      const float xh0 = d0 * rstd, xh1 = d1 * rstd;
-      const float gh0 = lnw.x * (lnw.x * xh0 + lnb.x - (vv.x - kk.x));
-      const float gh1 = lnw.y * (lnw.y * xh1 + lnb.y - (vv.y - kk.y));
-      const float s1 = warp_sum(gh0 + gh1), s2 = warp_sum(gh0 * xh0 + gh1 * xh1);
-      float2 g = make_float2((F * gh0 - s1 - xh0 * s2) * (rstd * (1.f / F)),
-                             (F * gh1 - s1 - xh1 * s2) * (rstd * (1.f / F)));
-      if (t < 0) g = *reinterpret_cast<const float2 *>(&gg_rows[i * F + 2 * lane]);
-      if (t >= T) g = make_float2(0.f, 0.f);
-      *reinterpret_cast<float2 *>(&s.gf[i * PF + 2 * lane]) = g;
-      *reinterpret_cast<T2 *>(&s.g[i * PB + 2 * lane]) = IO::from_f2(g);
+      for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
+      ld_f<TT, NPL>(kk, &s.k[slot][i * PB + fb]);
+      ld_f<TT, NPL>(vv, &s.v[slot][i * PB + fb]);
+      float sum = 0.f;
+#pragma unroll
+      for (int e = 0; e < NPL; e++) sum += z[e];
+      const float mean = group_sum<G>(sum) * (1.f / F);
+      float sq = 0.f;
+#pragma unroll
+      for (int e = 0; e < NPL; e++) {
+        z[e] -= mean;
+        sq += z[e] * z[e];
+      }
+      const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+      float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+      for (int e = 0; e < NPL; e++) {
+        z[e] *= rstd;  // xh
+        g[e] = lw[e] * (lw[e] * z[e] + lb[e] - (vv[e] - kk[e]));  // gh
+        s1 += g[e];
+        s2 += g[e] * z[e];
+      }
+      s1 = group_sum<G>(s1);
+      s2 = group_sum<G>(s2);
+#pragma unroll
+      for (int e = 0; e < NPL; e++) g[e] = (F * g[e] - s1 - z[e] * s2) * (rstd * (1.f / F));
+      if (t < 0) {
+#pragma unroll
+        for (int e = 0; e < NPL; e++) g[e] = gg_rows[i * F + fb + e];
+      }
+      if (t >= T) {
+#pragma unroll
+        for (int e = 0; e < NPL; e++) g[e] = 0.f;
+      }
+#pragma unroll
+      for (int e = 0; e < NPL; e++) s.gf[i * PF + fb + e] = g[e];
+      st_f<TT, NPL>(&s.g[i * PB + fb], g);
       const float c = -taul * s.lr[slot][i];
-      *reinterpret_cast<T2 *>(&s.cg[i * PB + 2 * lane]) = IO::from_f2(make_float2(c * g.x, c * g.y));
+      float cg[NPL];
+#pragma unroll
+      for (int e = 0; e < NPL; e++) cg[e] = c * g[e];
+      st_f<TT, NPL>(&s.cg[i * PB + fb], cg);
       if (!full && t >= 0 && t < T) {  // the partial last mini-batch's rows go to the state
-        *reinterpret_cast<float2 *>(&gk_rows[i * F + 2 * lane]) = kk;
-        *reinterpret_cast<float2 *>(&gg_rows[i * F + 2 * lane]) = g;
-        if (lane == 0) glr_rows[i] = s.lr[slot][i];
+#pragma unroll
+        for (int e = 0; e < NPL; e++) {
+          gk_rows[i * F + fb + e] = kk[e];
+          gg_rows[i * F + fb + e] = g[e];
+        }
+        if (lane % G == 0) glr_rows[i] = s.lr[slot][i];
       }
     }
     __syncthreads();  // B2
 
-    // ---- 3: Zbar = Zq - (eta * tril(A)) G  (columns s);  W -= (c K)^T G
+    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term);  W -= (c K)^T G;  b -= c . G
     {
       rt<TT, 16, 16, ducks::rt_layout::col> Gc;
       load_tile(Gc, s.g, 0, 16 * w);
-      for_each(A, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * x : 0.f; });
+      for_each(A, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * (x + 1.f) : 0.f; });
       rt<TT, 16, 16> Mb;
       copy(Mb, A);
       mma_ab(Zq, Mb, Gc);
@@ -148,49 +195,60 @@ __global__ void __launch_bounds__(128) ttt_linear_prefill_kernel(const LinearPre
         load_tile(CGc, s.cg, 0, 16 * w);
         load_tile(Kc, s.k[slot], 0, 0);
         mma_atb(Wt, CGc, Kc);
+        // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
+        const int r0 = lane / 4;
+        const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
+#pragma unroll
+        for (int kh = 0; kh < 2; kh++) {
+          const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
+          const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
+          float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
+#pragma unroll
+          for (int o = 4; o < 32; o <<= 1) {
+            vx += __shfl_xor_sync(0xffffffffu, vx, o);
+            vy += __shfl_xor_sync(0xffffffffu, vy, o);
+          }
+          b1v[kh].x += vx;
+          b1v[kh].y += vy;
+        }
       }
     }
     __syncthreads();  // B3
 
-    // ---- 4: rows: out = q + LN(Zbar + b - sum_j eta_ij G_j);  b -= sum_j c_j G_j
+    // ---- 4: rows: out = q + LN(Zbar)
+    {
+      const int i = ri, t = seg * MB + i - start;
+      if (t >= 0 && t < T) {
+        float z[NPL], qq[NPL];
 #pragma unroll
-    for (int rr = 0; rr < 4; rr++) {
-      const int i = 4 * w + rr, t = seg * MB + i - start;
-      if (t < 0 || t >= T) continue;  // uniform per warp
-      const float2 zz = *reinterpret_cast<const float2 *>(&s.z[i * PF + 2 * lane]);
-      float z0 = zz.x + b1r.x, z1 = zz.y + b1r.y;
-      const float ti = s.tau[i];
-      for (int j = 0; j <= i; j++) {
-        const float e = ti * s.lr[slot][j];
-        const float2 gj = *reinterpret_cast<const float2 *>(&s.gf[j * PF + 2 * lane]);
-        z0 -= e * gj.x;
-        z1 -= e * gj.y;
-      }
-      const float mean = warp_sum(z0 + z1) * (1.f / F);
-      const float d0 = z0 - mean, d1 = z1 - mean;
-      const float var = warp_sum(d0 * d0 + d1 * d1) * (1.f / F);
-      const float rstd = rsqrtf(var + LN_EPS);
-      const float2 qq = IO::to_f2(*reinterpret_cast<const T2 *>(&s.q[slot][i * PB + 2 * lane]));
-      const float2 o = make_float2(qq.x + lnw.x * d0 * rstd + lnb.x, qq.y + lnw.y * d1 * rstd + lnb.y);
-      *reinterpret_cast<T2 *>(&gout[(size_t)t * F + 2 * lane]) = IO::from_f2(o);
-    }
-    if (full) {
-      float a0 = 0.f, a1 = 0.f;
+        for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
+        ld_f<TT, NPL>(qq, &s.q[slot][i * PB + fb]);
+        float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < MB; j++) {
-        const float l = s.lr[slot][j];
-        const float2 gj = *reinterpret_cast<const float2 *>(&s.gf[j * PF + 2 * lane]);
-        a0 += l * gj.x;
-        a1 += l * gj.y;
+        for (int e = 0; e < NPL; e++) sum += z[e];
+        const float mean = group_sum<G>(sum) * (1.f / F);
+        float sq = 0.f;
+#pragma unroll
+        for (int e = 0; e < NPL; e++) {
+          z[e] -= mean;
+          sq += z[e] * z[e];
+        }
+        const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+#pragma unroll
+        for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
+        TT o[NPL];
+        st_f<TT, NPL>(o, z);
+        *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = *reinterpret_cast<const uint4 *>(o);
       }
-      b1r.x -= taul * a0;
-      b1r.y -= taul * a1;
     }
   }
 
   // final state: W (columns of this warp) and b
   for_each(Wt, [&](int r, int c, float &x) { gW[c * F + 16 * w + r] = x; });
-  if (w == 0) *reinterpret_cast<float2 *>(a.b1 + (size_t)bh * F + 2 * lane) = b1r;
+  if (lane < 4) {
+    *reinterpret_cast<float2 *>(a.b1 + (size_t)bh * F + cq) = b1v[0];
+    *reinterpret_cast<float2 *>(a.b1 + (size_t)bh * F + cq + 8) = b1v[1];
+  }
 }
 
 cudaError_t launch_linear_prefill(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream) {

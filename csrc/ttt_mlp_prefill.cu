@@ -17,28 +17,53 @@
 
 namespace ttt {
 
-constexpr int HID = 4 * F;     // 256
-constexpr int MLP_WARPS = 8;   // 32 hidden units each
-constexpr int HW = HID / MLP_WARPS;
+constexpr int HID = 4 * F;  // 256
 
-template <typename TT>
+template <typename TT, int NW>
 struct MlpSmem {
   TT q[3][MB * PB], k[3][MB * PB], v[3][MB * PB];
   float lr[3][MB];
-  float red[MLP_WARPS][MB * PF];  // per-warp 16x64 partial sums over the hidden axis
+  float red[NW][MB * PF];  // per-warp 16x64 partial sums over the hidden axis
   float g2f[MB * PF];
   TT g2[MB * PB];
   float b1[HID];
+  float b2[2][F];  // double-buffered: read as [seg & 1], the update written to the other
   float tau[MB];
 };
 
-template <typename TT>
-__global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefillArgs a) {
+// Per-row LayerNorm statistics over a row held by LPR lanes, NPL features each; x is centred and
+// scaled in place (x -> xh); returns rstd.
+template <int LPR, int NPL>
+__device__ inline float ln_normalize(float *x) {
+  float sum = 0.f;
+#pragma unroll
+  for (int e = 0; e < NPL; e++) sum += x[e];
+  const float mean = group_sum<LPR>(sum) * (1.f / F);
+  float sq = 0.f;
+#pragma unroll
+  for (int e = 0; e < NPL; e++) {
+    x[e] -= mean;
+    sq += x[e] * x[e];
+  }
+  const float rstd = rsqrtf(group_sum<LPR>(sq) * (1.f / F) + LN_EPS);
+#pragma unroll
+  for (int e = 0; e < NPL; e++) x[e] *= rstd;
+  return rstd;
+}
+
+template <typename TT, int NW>
+__global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPrefillArgs a) {
+  constexpr int HW = HID / NW;    // hidden units a warp
+  constexpr int RPW = MB / NW;    // rows a warp in the row phases
+  constexpr int LPR = 32 / RPW;   // lanes a row
+  constexpr int NPL = F / LPR;    // features a lane
+  constexpr int CPW = F / NW;     // b2 columns a warp updates
+  constexpr int RPL = MB * CPW / 32;  // rows a lane sums for that
+  constexpr int NT = 32 * NW;
   using IO = io<TT>;
-  using T2 = typename IO::T2;
   using col_l = ducks::rt_layout::col;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  MlpSmem<TT> &s = *reinterpret_cast<MlpSmem<TT> *>(smem_raw);
+  MlpSmem<TT, NW> &s = *reinterpret_cast<MlpSmem<TT, NW> *>(smem_raw);
 
   const int bh = blockIdx.x, head = bh % a.nh;
   const int tid = threadIdx.x, w = warpid(), lane = laneid();
@@ -59,7 +84,6 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
 
   const int nseg = (start + T + MB - 1) / MB;
   const int n_last = start + T - (nseg - 1) * MB;
-  constexpr int NT = 32 * MLP_WARPS;
 
   auto stage = [&](int seg) {
     const int slot = seg % 3;
@@ -76,10 +100,15 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
   rt_fl<HW, 64> W1t, W2s;  // W1t[r][i] = W1[i][h0 + r];  W2s[r][o] = W2[h0 + r][o]
   for_each(W1t, [&](int r, int c, float &x) { x = gW1[c * HID + h0 + r]; });
   for_each(W2s, [&](int r, int c, float &x) { x = gW2[(h0 + r) * F + c]; });
-  float2 b2r = *reinterpret_cast<const float2 *>(a.b2 + (size_t)bh * F + 2 * lane);
-  const float2 lnw = *reinterpret_cast<const float2 *>(a.ln_w + head * F + 2 * lane);
-  const float2 lnb = *reinterpret_cast<const float2 *>(a.ln_b + head * F + 2 * lane);
+  const int ri = RPW * w + lane / LPR, fb = NPL * (lane % LPR);  // row-phase row and features
+  float lw[NPL], lb[NPL];
+#pragma unroll
+  for (int e = 0; e < NPL; e++) {
+    lw[e] = a.ln_w[head * F + fb + e];
+    lb[e] = a.ln_b[head * F + fb + e];
+  }
   for (int e = tid; e < HID; e += NT) s.b1[e] = a.b1[(size_t)bh * HID + e];
+  for (int e = tid; e < F; e += NT) s.b2[0][e] = a.b2[(size_t)bh * F + e];
   if (tid < MB) s.tau[tid] = a.tau[tid];
   __syncthreads();
   if (start > 0) {
@@ -88,7 +117,7 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
   }
 
   for (int seg = 0; seg < nseg; seg++) {
-    const int slot = seg % 3;
+    const int slot = seg % 3, bsl = seg & 1;
     const bool full = (seg < nseg - 1) || (n_last == MB);
     cp_async_wait<1>();
     __syncthreads();  // B0
@@ -96,29 +125,36 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
     cp_async_commit();
     const float taul = s.tau[MB - 1];
 
-    // ---- 1: Z1 = K W1 + b1 (own hidden slice), X2 = gelu(Z1), partial X2 W2
-    rt_fl<16, HW> Zq1, D1;  // Q W1 + b1; gelu'(Z1)
-    rt<TT, 16, HW> X2b;     // X2 rounded
+    // ---- 1: Z1 = K W1 + b1 (own hidden slice), X2 = gelu(Z1), partial X2 W2 (+ b2 in warp 0's)
+    rt_fl<16, HW> Zq1, D1;       // Q W1 + b1; gelu'(Z1)
+    rt<TT, 16, HW> X2b;          // X2 rounded
     rt<TT, 16, HW, col_l> CX2c;  // -(c_j) X2_j rounded, col layout (for the W2 update)
     {
       rt<TT, 16, 64> Kr, Qr;
       load_tile(Kr, s.k[slot], 0, 0);
       load_tile(Qr, s.q[slot], 0, 0);
-      rt<TT, HW, 64> W1b;
-      copy(W1b, W1t);
       rt_fl<16, HW> Z1;
-      zero(Z1);
-      zero(Zq1);
-      mma_abt(Z1, Kr, W1b);
-      mma_abt(Zq1, Qr, W1b);
-      for_each(Z1, [&](int r, int c, float &x) { x += s.b1[h0 + c]; });
-      for_each(Zq1, [&](int r, int c, float &x) { x += s.b1[h0 + c]; });
+      for_each(Z1, [&](int r, int c, float &x) { x = s.b1[h0 + c]; });
+      for_each(Zq1, [&](int r, int c, float &x) { x = s.b1[h0 + c]; });
+#pragma unroll
+      for (int hc = 0; hc < HW / 16; hc++) {  // 16 hidden units at a time
+        rt<TT, 16, 64> wb;
+#pragma unroll
+        for (int j = 0; j < 4; j++) copy(wb.tiles[0][j], W1t.tiles[hc][j]);
+        rt_fl<16, 16> z, zq;
+        z.tiles[0][0] = Z1.tiles[0][hc];
+        zq.tiles[0][0] = Zq1.tiles[0][hc];
+        mma_abt(z, Kr, wb);
+        mma_abt(zq, Qr, wb);
+        Z1.tiles[0][hc] = z.tiles[0][0];
+        Zq1.tiles[0][hc] = zq.tiles[0][0];
+      }
       rt_fl<16, HW> X2;
 #pragma unroll
-      for (int j = 0; j < X2.width; j++)
+      for (int j = 0; j < HW / 16; j++)
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-          float2 z = Z1.tiles[0][j].data[k];
+          const float2 z = Z1.tiles[0][j].data[k];
           X2.tiles[0][j].data[k] = make_float2(gelu_tanh(z.x), gelu_tanh(z.y));
           D1.tiles[0][j].data[k] = make_float2(gelu_tanh_bwd(z.x), gelu_tanh_bwd(z.y));
         }
@@ -138,11 +174,11 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
       rt<TT, 16, HW> CX2b;
       copy(CX2b, X2);
       swap_layout16(CX2c, CX2b);
-      // P = X2_h W2_h: W2_h rows as a col-layout B operand, 16 hidden rows at a time
       rt_fl<16, 64> P;
-      zero(P);
+      if (w == 0) for_each(P, [&](int r, int c, float &x) { x = s.b2[bsl][c]; });
+      else zero(P);
 #pragma unroll
-      for (int hc = 0; hc < HW / 16; hc++) {
+      for (int hc = 0; hc < HW / 16; hc++) {  // P += X2_h W2_h, 16 hidden rows at a time
         rt<TT, 16, 64> wr;
         rt<TT, 16, 64, col_l> wc;
 #pragma unroll
@@ -156,37 +192,52 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
     }
     __syncthreads();  // B1
 
-    // ---- 2: rows 2w, 2w+1: Z2 = sum of partials + b2; G2 = LN-L2 backward
+    // ---- 2: rows: Z2 = sum of the partials; G2 = LN-L2 backward (LPR lanes a row)
+    {
+      const int i = ri, t = seg * MB + i - start;
+      float z[NPL], kk[NPL], vv[NPL], g[NPL];
 #pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-      const int i = 2 * w + rr, t = seg * MB + i - start;
-      float z0 = b2r.x, z1 = b2r.y;
+      for (int e = 0; e < NPL; e++) z[e] = 0.f;
 #pragma unroll
-      for (int p = 0; p < MLP_WARPS; p++) {
-        const float2 pz = *reinterpret_cast<const float2 *>(&s.red[p][i * PF + 2 * lane]);
-        z0 += pz.x;
-        z1 += pz.y;
+      for (int p = 0; p < NW; p++)
+#pragma unroll
+        for (int e = 0; e < NPL; e += 2) {
+          const float2 pz = *reinterpret_cast<const float2 *>(&s.red[p][i * PF + fb + e]);
+          z[e] += pz.x;
+          z[e + 1] += pz.y;
+        }
+      ld_f<TT, NPL>(kk, &s.k[slot][i * PB + fb]);
+      ld_f<TT, NPL>(vv, &s.v[slot][i * PB + fb]);
+      const float rstd = ln_normalize<LPR, NPL>(z);
+      float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+      for (int e = 0; e < NPL; e++) {
+        g[e] = lw[e] * (lw[e] * z[e] + lb[e] - (vv[e] - kk[e]));
+        s1 += g[e];
+        s2 += g[e] * z[e];
       }
-      const float mean = warp_sum(z0 + z1) * (1.f / F);
-      const float d0 = z0 - mean, d1 = z1 - mean;
-      const float var = warp_sum(d0 * d0 + d1 * d1) * (1.f / F);
-      const float rstd = rsqrtf(var + LN_EPS);
-      const float2 kk = IO::to_f2(*reinterpret_cast<const T2 *>(&s.k[slot][i * PB + 2 * lane]));
-      const float2 vv = IO::to_f2(*reinterpret_cast<const T2 *>(&s.v[slot][i * PB + 2 * lane]));
-      const float xh0 = d0 * rstd, xh1 = d1 * rstd;
-      const float gh0 = lnw.x * (lnw.x * xh0 + lnb.x - (vv.x - kk.x));
-      const float gh1 = lnw.y * (lnw.y * xh1 + lnb.y - (vv.y - kk.y));
-      const float s1 = warp_sum(gh0 + gh1), s2 = warp_sum(gh0 * xh0 + gh1 * xh1);
-      float2 g = make_float2((F * gh0 - s1 - xh0 * s2) * (rstd * (1.f / F)),
-                             (F * gh1 - s1 - xh1 * s2) * (rstd * (1.f / F)));
-      if (t < 0) g = *reinterpret_cast<const float2 *>(&gg2_rows[i * F + 2 * lane]);
-      if (t >= T) g = make_float2(0.f, 0.f);
-      *reinterpret_cast<float2 *>(&s.g2f[i * PF + 2 * lane]) = g;
-      *reinterpret_cast<T2 *>(&s.g2[i * PB + 2 * lane]) = IO::from_f2(g);
+      s1 = group_sum<LPR>(s1);
+      s2 = group_sum<LPR>(s2);
+#pragma unroll
+      for (int e = 0; e < NPL; e++) g[e] = (F * g[e] - s1 - z[e] * s2) * (rstd * (1.f / F));
+      if (t < 0) {
+#pragma unroll
+        for (int e = 0; e < NPL; e++) g[e] = gg2_rows[i * F + fb + e];
+      }
+      if (t >= T) {
+#pragma unroll
+        for (int e = 0; e < NPL; e++) g[e] = 0.f;
+      }
+#pragma unroll
+      for (int e = 0; e < NPL; e++) s.g2f[i * PF + fb + e] = g[e];
+      st_f<TT, NPL>(&s.g2[i * PB + fb], g);
       if (!full && t >= 0 && t < T) {
-        *reinterpret_cast<float2 *>(&gk_rows[i * F + 2 * lane]) = kk;
-        *reinterpret_cast<float2 *>(&gg2_rows[i * F + 2 * lane]) = g;
-        if (lane == 0) glr_rows[i] = s.lr[slot][i];
+#pragma unroll
+        for (int e = 0; e < NPL; e++) {
+          gk_rows[i * F + fb + e] = kk[e];
+          gg2_rows[i * F + fb + e] = g[e];
+        }
+        if (lane % LPR == 0) glr_rows[i] = s.lr[slot][i];
       }
     }
     __syncthreads();  // B2
@@ -197,9 +248,7 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
       rt<TT, 16, 64, col_l> G2c;
       load_tile(G2r, s.g2, 0, 0);
       load_tile(G2c, s.g2, 0, 0);
-      // G1 = (G2 W2_h^T) * gelu'(Z1)
-      rt_fl<16, HW> G1;
-      zero(G1);
+      rt_fl<16, HW> G1;  // G1 = (G2 W2_h^T) * gelu'(Z1)
 #pragma unroll
       for (int hc = 0; hc < HW / 16; hc++) {
         rt<TT, 16, 64> wr;
@@ -211,17 +260,19 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
         G1.tiles[0][hc] = gw.tiles[0][0];
       }
 #pragma unroll
-      for (int j = 0; j < G1.width; j++)
+      for (int j = 0; j < HW / 16; j++)
 #pragma unroll
         for (int k = 0; k < 4; k++) {
           G1.tiles[0][j].data[k].x *= D1.tiles[0][j].data[k].x;
           G1.tiles[0][j].data[k].y *= D1.tiles[0][j].data[k].y;
         }
-      for_each(G1, [&](int r, int c, float &x) {
-        const int t = seg * MB + r - start;
-        if (t < 0) x = gg1_rows[r * HID + h0 + c];
-        if (t >= T) x = 0.f;
-      });
+      if (seg == 0 || !full || seg == nseg - 1) {  // rows outside [0, T): state rows or padding
+        for_each(G1, [&](int r, int c, float &x) {
+          const int t = seg * MB + r - start;
+          if (t < 0) x = gg1_rows[r * HID + h0 + c];
+          if (t >= T) x = 0.f;
+        });
+      }
       if (!full) {
         for_each(G1, [&](int r, int c, float &x) {
           const int t = seg * MB + r - start;
@@ -251,22 +302,24 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
       {
         rt_fl<16, HW> X2bar;
 #pragma unroll
-        for (int j = 0; j < X2bar.width; j++)
+        for (int j = 0; j < HW / 16; j++)
 #pragma unroll
           for (int k = 0; k < 4; k++) {
-            float2 z = Zq1.tiles[0][j].data[k];
+            const float2 z = Zq1.tiles[0][j].data[k];
             X2bar.tiles[0][j].data[k] = make_float2(gelu_tanh(z.x), gelu_tanh(z.y));
           }
         copy(X2bb, X2bar);
       }
-      // P = X2bar_h W2_h - (eta * tril(X2bar_h X2_h^T)) G2
+      // P = [b2] + X2bar_h W2_h - (eta * (tril(X2bar_h X2_h^T) [+ 1])) G2; the bracketed terms in warp 0 only
       rt_fl<16, 64> P;
-      zero(P);
+      if (w == 0) for_each(P, [&](int r, int c, float &x) { x = s.b2[bsl][c]; });
+      else zero(P);
       {
         rt_fl<16, 16> A2;
         zero(A2);
         mma_abt(A2, X2bb, X2b);
-        for_each(A2, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * x : 0.f; });
+        const float one = (w == 0) ? 1.f : 0.f;
+        for_each(A2, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * (x + one) : 0.f; });
         rt<TT, 16, 16> M2b;
         copy(M2b, A2);
         mma_ab(P, M2b, G2c);
@@ -283,10 +336,21 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
         mma_ab(P, xa, wc);
       }
       store_acc(s.red[w], P, 0);
+      // b2 (next buffer) = b2 - sum_j c_j G2_j: CPW columns a warp, RPL rows a lane, fp32
+      {
+        const int col = CPW * w + lane % CPW, j0 = (lane / CPW) * RPL;
+        float acc = 0.f;
+        if (full) {
+#pragma unroll
+          for (int j = 0; j < RPL; j++) acc += s.lr[slot][j0 + j] * s.g2f[(j0 + j) * PF + col];
+        }
+#pragma unroll
+        for (int o = CPW; o < 32; o <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane < CPW) s.b2[bsl ^ 1][col] = s.b2[bsl][col] - taul * acc;
+      }
       if (full) {
         rt<TT, 16, 64, col_l> Kc;
         load_tile(Kc, s.k[slot], 0, 0);
-        // scale G1 rows by -(tau_b lr_j), fp32, then round
         for_each(G1, [&](int r, int c, float &x) { x *= -taul * s.lr[slot][r]; });
         rt<TT, 16, HW, col_l> CG1c;
         {
@@ -294,11 +358,11 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
           copy(CG1b, G1);
           swap_layout16(CG1c, CG1b);
         }
-        mma_atb(W1t, CG1c, Kc);    // W1^T_h -= (c G1_h)^T K
-        mma_atb(W2s, CX2c, G2c);   // W2_h  -= (c X2_h)^T G2
+        mma_atb(W1t, CG1c, Kc);   // W1^T_h -= (c G1_h)^T K
+        mma_atb(W2s, CX2c, G2c);  // W2_h  -= (c X2_h)^T G2
         // b1_h -= sum_j c_j G1[j, h]: column sums of the scaled G1 over the 16 rows
 #pragma unroll
-        for (int j = 0; j < G1.width; j++)
+        for (int j = 0; j < HW / 16; j++)
 #pragma unroll
           for (int kh = 0; kh < 2; kh++) {
             float2 v = G1.tiles[0][j].data[2 * kh];
@@ -320,44 +384,27 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
     }
     __syncthreads();  // B3
 
-    // ---- 4: rows: out = q + LN(sum of partials + b2 - sum_j eta_ij G2_j);  b2 -= c . G2
+    // ---- 4: rows: out = q + LN(sum of the partials)
+    {
+      const int i = ri, t = seg * MB + i - start;
+      if (t >= 0 && t < T) {
+        float z[NPL], qq[NPL];
 #pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-      const int i = 2 * w + rr, t = seg * MB + i - start;
-      if (t < 0 || t >= T) continue;
-      float z0 = b2r.x, z1 = b2r.y;
+        for (int e = 0; e < NPL; e++) z[e] = 0.f;
 #pragma unroll
-      for (int p = 0; p < MLP_WARPS; p++) {
-        const float2 pz = *reinterpret_cast<const float2 *>(&s.red[p][i * PF + 2 * lane]);
-        z0 += pz.x;
-        z1 += pz.y;
-      }
-      const float ti = s.tau[i];
-      for (int j = 0; j <= i; j++) {
-        const float e = ti * s.lr[slot][j];
-        const float2 gj = *reinterpret_cast<const float2 *>(&s.g2f[j * PF + 2 * lane]);
-        z0 -= e * gj.x;
-        z1 -= e * gj.y;
-      }
-      const float mean = warp_sum(z0 + z1) * (1.f / F);
-      const float d0 = z0 - mean, d1 = z1 - mean;
-      const float var = warp_sum(d0 * d0 + d1 * d1) * (1.f / F);
-      const float rstd = rsqrtf(var + LN_EPS);
-      const float2 qq = IO::to_f2(*reinterpret_cast<const T2 *>(&s.q[slot][i * PB + 2 * lane]));
-      const float2 o = make_float2(qq.x + lnw.x * d0 * rstd + lnb.x, qq.y + lnw.y * d1 * rstd + lnb.y);
-      *reinterpret_cast<T2 *>(&gout[(size_t)t * F + 2 * lane]) = IO::from_f2(o);
-    }
-    if (full) {
-      float a0 = 0.f, a1 = 0.f;
+        for (int p = 0; p < NW; p++)
 #pragma unroll
-      for (int j = 0; j < MB; j++) {
-        const float l = s.lr[slot][j];
-        const float2 gj = *reinterpret_cast<const float2 *>(&s.g2f[j * PF + 2 * lane]);
-        a0 += l * gj.x;
-        a1 += l * gj.y;
+          for (int e = 0; e < NPL; e += 2) {
+            const float2 pz = *reinterpret_cast<const float2 *>(&s.red[p][i * PF + fb + e]);
+            z[e] += pz.x;
+            z[e + 1] += pz.y;
+          }
+        ld_f<TT, NPL>(qq, &s.q[slot][i * PB + fb]);
+        ln_normalize<LPR, NPL>(z);
+#pragma unroll
+        for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] + lb[e];
+        st_f<TT, NPL>(&gout[(size_t)t * F + fb], z);
       }
-      b2r.x -= taul * a0;
-      b2r.y -= taul * a1;
     }
   }
 
@@ -365,21 +412,23 @@ __global__ void __launch_bounds__(256, 1) ttt_mlp_prefill_kernel(const MlpPrefil
   for_each(W2s, [&](int r, int c, float &x) { gW2[(h0 + r) * F + c] = x; });
   __syncthreads();
   for (int e = tid; e < HID; e += NT) a.b1[(size_t)bh * HID + e] = s.b1[e];
-  if (w == 0) *reinterpret_cast<float2 *>(a.b2 + (size_t)bh * F + 2 * lane) = b2r;
+  for (int e = tid; e < F; e += NT) a.b2[(size_t)bh * F + e] = s.b2[nseg & 1][e];
 }
 
-template <typename TT>
+template <typename TT, int NW>
 static cudaError_t launch_mlp_t(const MlpPrefillArgs &a, cudaStream_t stream) {
-  const size_t smem = sizeof(MlpSmem<TT>);
-  cudaError_t e = cudaFuncSetAttribute(ttt_mlp_prefill_kernel<TT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  const size_t smem = sizeof(MlpSmem<TT, NW>);
+  cudaError_t e = cudaFuncSetAttribute(ttt_mlp_prefill_kernel<TT, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
-  ttt_mlp_prefill_kernel<TT><<<a.BH, 32 * MLP_WARPS, smem, stream>>>(a);
+  ttt_mlp_prefill_kernel<TT, NW><<<a.BH, 32 * NW, smem, stream>>>(a);
   return cudaGetLastError();
 }
 
 cudaError_t launch_mlp_prefill(const MlpPrefillArgs &a, InDtype dt, cudaStream_t stream) {
   if (a.BH <= 0 || a.T <= 0) return cudaSuccess;
-  return dt == InDtype::bf16 ? launch_mlp_t<bf16>(a, stream) : launch_mlp_t<half>(a, stream);
+  if (a.warps == 16) return dt == InDtype::bf16 ? launch_mlp_t<bf16, 16>(a, stream) : launch_mlp_t<half, 16>(a, stream);
+  if (a.warps == 8 || a.warps == 0) return dt == InDtype::bf16 ? launch_mlp_t<bf16, 8>(a, stream) : launch_mlp_t<half, 8>(a, stream);
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace ttt

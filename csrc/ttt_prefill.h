@@ -33,6 +33,7 @@ struct MlpPrefillArgs {
   float *x2, *g2;            // [BH, 16, 256], [BH, 16, 64]
   void *out;                 // [BH, T, 64]
   int BH, nh, T, start;
+  int warps;                 // CTA size of the kernel: 8 or 16 warps (0: default, 8)
 };
 
 cudaError_t launch_linear_prefill(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream);

@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", default="16x2048,16x8192,16x32768,1x32768")
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--no-fla", action="store_true")
+    p.add_argument("--label", default="", help="kernel version label stored with every point")
     p.add_argument("--ref-max-tokens", type=int, default=16 * 2048, help="time the PyTorch reference up to B*T")
     args = p.parse_args(argv)
 
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     rows = []
 
     def emit(rec):
-        rec.update(env=env, time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        rec.update(label=args.label, env=env, time_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         with out_path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
         rows.append(rec)
@@ -123,12 +124,13 @@ def main(argv=None) -> int:
                 flops = flops_per_minibatch(kind) * B * H * math.ceil(T / MB)
                 base = dict(kind=kind, dtype=dname, B=B, H=H, T=T, D=F, flops=flops, min_bytes=nbytes)
                 out = torch.empty_like(a[0])
-                try:
-                    ms = bench(lambda: prefill.ttt_prefill(st, *a, out=out))
-                    emit(dict(base, impl="tk", ms=ms, tokens_per_s=B * T / ms * 1e3, tflops=flops / ms * 1e-9,
-                              gbps=nbytes / ms * 1e-6))
-                except torch.OutOfMemoryError as e:
-                    emit(dict(base, impl="tk", error=f"OOM: {e}"))
+                for impl, warps in ((("tk", None),) if kind == "linear" else (("tk", 8), ("tk-16w", 16))):
+                    try:
+                        ms = bench(lambda: prefill.ttt_prefill(st, *a, out=out, mlp_warps=warps))
+                        emit(dict(base, impl=impl, ms=ms, tokens_per_s=B * T / ms * 1e3, tflops=flops / ms * 1e-9,
+                                  gbps=nbytes / ms * 1e-6, mlp_warps=warps))
+                    except torch.OutOfMemoryError as e:
+                        emit(dict(base, impl=impl, error=f"OOM: {e}"))
                 if B * T <= args.ref_max_tokens and dname == "bf16":
                     s_ref = st.clone()
                     ms = time_once(lambda: dual_forward(s_ref, *a))

@@ -26,8 +26,10 @@ for kind in ("linear", "mlp"):
                 st.b2 = torch.zeros(B, nh, F, device="cuda")
                 st.x2 = torch.randn(B, nh, MB, hid, device="cuda")
                 st.g2 = torch.randn(B, nh, MB, F, device="cuda") * 0.05
-            out = prefill.ttt_prefill(st, *xs, lr, torch.ones(nh, F, device="cuda"), torch.zeros(nh, F, device="cuda"),
-                                      tau, start)
-            torch.cuda.synchronize()
-            assert torch.isfinite(out.float()).all()
+            for warps in (8, 16) if kind == "mlp" else (None,):
+                s = st.clone()
+                out = prefill.ttt_prefill(s, *xs, lr, torch.ones(nh, F, device="cuda"), torch.zeros(nh, F, device="cuda"),
+                                          tau, start, mlp_warps=warps)
+                torch.cuda.synchronize()
+                assert torch.isfinite(out.float()).all()
 print("sanitize run done")

@@ -75,7 +75,7 @@ def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return d / n if n > 0 else d
 
 
-def compare(kind, B, T, start, dtype, seed, variant="native"):
+def compare(kind, B, T, start, dtype, seed, variant="native", mlp_warps=None):
     prefill = _prefill()
     st, args = make_case(kind, B, T, start, dtype, seed)
     xq, xk, xv, lr, ln_w, ln_b, tau, start = args
@@ -87,7 +87,7 @@ def compare(kind, B, T, start, dtype, seed, variant="native"):
     out_lo = dual_forward(s_lo, *args).to(dtype)
     s_k = st.clone()
     out_buf = torch.full_like(xq, float("nan"))
-    out_k = prefill.ttt_prefill(s_k, *args, out=out_buf, variant=variant)
+    out_k = prefill.ttt_prefill(s_k, *args, out=out_buf, variant=variant, mlp_warps=mlp_warps)
     torch.cuda.synchronize()
     assert out_k.data_ptr() == out_buf.data_ptr()
     assert torch.isfinite(out_k.float()).all(), "kernel left NaN/inf in the output (unwritten or bad values)"
@@ -108,7 +108,8 @@ def compare(kind, B, T, start, dtype, seed, variant="native"):
         report[name] = (ek, elo)
     bad = {n: v for n, v in report.items() if v[0] > max(2 * v[1], 1e-6)}
     msg = ", ".join(f"{n}: kernel {a:.2e} ref {b:.2e}" for n, (a, b) in report.items())
-    print(f"[{variant}] {kind} {dtype} B={B} T={T} start={start}: {msg}")
+    tag = variant + (f"/{mlp_warps}w" if kind == "mlp" and mlp_warps else "")
+    print(f"[{tag}] {kind} {dtype} B={B} T={T} start={start}: {msg}")
     assert not bad, f"kernel error above 2x the same-dtype reference's: {bad}"
     return report, out_k
 
@@ -130,6 +131,14 @@ def test_prefill_starts_inside_mini_batch(kind, start, T, dname):
 
 
 @pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize("warps", [8, 16])
+@pytest.mark.parametrize("B,T,start", [(1, 17, 0), (3, 100, 0), (16, 2048, 0), (3, 100, 5), (3, 2, 15)])
+def test_mlp_cta_sizes(B, T, start, warps, dname):
+    """TTT-MLP with either CTA size (8 warps x 32 hidden units, 16 warps x 16)."""
+    compare("mlp", B, T, start, DTYPES[dname], seed=900 + B + T + start, mlp_warps=warps)
+
+
+@pytest.mark.parametrize("dname", sorted(DTYPES))
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 @pytest.mark.parametrize("start,T", [(0, 100), (5, 100), (0, 2048)])
 def test_sm80_path_matches_reference(kind, start, T, dname):
@@ -143,14 +152,14 @@ def test_sm80_path_matches_reference(kind, start, T, dname):
     compare(kind, 3, T, start, DTYPES[dname], seed=5 + T + start, variant="sm80")
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
-def test_prefill_deterministic(kind):
+@pytest.mark.parametrize("kind,warps", [("linear", None), ("mlp", 8), ("mlp", 16)])
+def test_prefill_deterministic(kind, warps):
     """Two runs on the same inputs are bitwise equal (a race would show up as a moving result)."""
     prefill = _prefill()
     st, args = make_case(kind, 16, 512, 0, torch.bfloat16, seed=3)
     s1, s2 = st.clone(), st.clone()
-    o1 = prefill.ttt_prefill(s1, *args)
-    o2 = prefill.ttt_prefill(s2, *args)
+    o1 = prefill.ttt_prefill(s1, *args, mlp_warps=warps)
+    o2 = prefill.ttt_prefill(s2, *args, mlp_warps=warps)
     torch.cuda.synchronize()
     assert torch.equal(o1, o2)
     for n, t in s1.tensors().items():

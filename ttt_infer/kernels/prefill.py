@@ -12,6 +12,7 @@ Build the extension with `python -m ttt_infer.kernels.build` (see build.py).
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from types import ModuleType
 
@@ -67,13 +68,16 @@ def _check_tensor(t, name: str, shape: tuple, dtype: torch.dtype, device: torch.
         raise ValueError(f"{name} must be contiguous")
 
 
-def ttt_prefill(state, xq, xk, xv, lr, ln_w, ln_b, tau, start: int = 0, *, out=None, variant: str = "native"):
+def ttt_prefill(
+    state, xq, xk, xv, lr, ln_w, ln_b, tau, start: int = 0, *, out=None, variant: str = "native", mlp_warps=None
+):
     """TTT prefill of T tokens on the GPU; updates `state` (TTTState, fp32) in place.
 
     xq, xk, xv [B, nh, T, 64] fp16/bf16 contiguous (RoPE applied); lr [B, nh, T] fp32; tau [16] fp32;
     ln_w, ln_b [nh, 64] (any float dtype); start in [0, 16): rows of the current mini-batch already in
     `state`. Returns out [B, nh, T, 64] in the input dtype (written into `out` when given).
-    `variant="sm80"` runs the module built for sm_80 (+PTX) instead of the native one.
+    `variant="sm80"` runs the module built for sm_80 (+PTX) instead of the native one. `mlp_warps`
+    (8 or 16; default: setting TTT_INFER_MLP_WARPS, else the kernel's default) picks the TTT-MLP CTA size.
     """
     for name, x in (("xq", xq), ("xk", xk), ("xv", xv)):
         if not isinstance(x, torch.Tensor):
@@ -120,12 +124,16 @@ def ttt_prefill(state, xq, xk, xv, lr, ln_w, ln_b, tau, start: int = 0, *, out=N
         out = torch.empty_like(xq)
     else:
         _check_tensor(out, "out", (B, nh, T, f), xq.dtype, dev)
+    if mlp_warps is None:
+        mlp_warps = int(os.environ.get("TTT_INFER_MLP_WARPS", "0"))
+    if mlp_warps not in (0, 8, 16):
+        raise ValueError(f"mlp_warps must be 8 or 16, got {mlp_warps}")
     mod = _load(variant)
     lnw = ln_w.detach().to(f32).contiguous()
     lnb = ln_b.detach().to(f32).contiguous()
     if mlp:
         mod.mlp_prefill(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.W2, state.b2,
-                        state.k, state.g1, state.lr, state.x2, state.g2, out, start)
+                        state.k, state.g1, state.lr, state.x2, state.g2, out, start, mlp_warps)
     else:
         mod.linear_prefill(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.k, state.g1, state.lr, out, start)
     return out
