@@ -19,7 +19,8 @@
 #   * triton 3.6.0: identical to the H200 runs (and the exact version torch 2.11.0 requires).
 #   * gcc 13.1 from the ubuntu-toolchain-r PPA (Ubuntu 22.04's own gcc stops at 12); the H200 runs
 #     used a gcc 13 too. nvcc 12.5 accepts gcc up to 13.
-#   * Python 3.12 from the deadsnakes PPA (22.04 ships 3.10), the same minor version as the runs.
+#   * Python 3.12 from the deadsnakes PPA (22.04 ships 3.10): the runs' minor version (they used 3.12.3);
+#     the PPA carries only its newest 3.12 patch release.
 FROM nvidia/cuda:12.5.1-devel-ubuntu22.04
 
 # GPU architectures the extension is compiled for: sm_80 (A100, the design card's CI runner) and
