@@ -186,11 +186,21 @@ class Perturbed(ReferenceBackend):
         return out + 0.5 * torch.randn(out.shape, generator=g, dtype=out.dtype)
 
 
+class Broken(ReferenceBackend):
+    """A candidate that raises (as a kernel with an unsupported shape would)."""
+
+    name = "broken"
+
+    def inner(self, *args):
+        raise ValueError("head dim 32 is not supported")
+
+
 @pytest.fixture
 def perturbed_backend(monkeypatch):
     real = model_mod.get_backend
-    monkeypatch.setattr(model_mod, "BACKENDS", (*model_mod.BACKENDS, "perturbed"))
-    monkeypatch.setattr(model_mod, "get_backend", lambda name: Perturbed() if name == "perturbed" else real(name))
+    fakes = {"perturbed": Perturbed, "broken": Broken}
+    monkeypatch.setattr(model_mod, "BACKENDS", (*model_mod.BACKENDS, *fakes))
+    monkeypatch.setattr(model_mod, "get_backend", lambda name: fakes[name]() if name in fakes else real(name))
 
 
 def _vc(**kw):
@@ -211,6 +221,14 @@ def test_perturbed_candidate_fails(perturbed_backend, tmp_path):
     assert status["graph.replay_vs_eager"] == NOT_RUN
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["passed"] is False and saved["n_failed"] == s["n_failed"] > 0
+
+
+def test_raising_candidate_fails_and_run_goes_on(perturbed_backend, tmp_path):
+    s = run_verify(_vc(candidate="broken", dtypes=["fp32", "bf16"]), tmp_path, log=lambda m: None)
+    assert not s["passed"] and s["complete"]
+    assert {c["dtype"] for c in s["checks"]} == {"fp32", "bf16"}  # the second dtype still ran
+    assert all(c["status"] == FAIL and "head dim 32" in c["reason"] for c in s["checks"])
+    assert "ValueError" in s["results"]["linear"]["bf16"]["error"]
 
 
 def test_reference_candidate_passes_with_curves():

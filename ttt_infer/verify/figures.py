@@ -74,7 +74,10 @@ def phase_figure(
     fig, (ax_tv, ax_tok) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     _draw(ax_tv, ax_tok, by_dtype, phase, candidate, reference)
     ax_tv.set_title(f"{LAYER_TITLES.get(layer, layer)} {phase}")
-    ax_tv.legend(fontsize=7, loc="upper left")
+    if ax_tv.get_legend_handles_labels()[0]:
+        ax_tv.legend(fontsize=7, loc="upper left")
+    else:  # nothing ran for this layer type (e.g. the candidate raised): say so on the figure
+        ax_tv.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax_tv.transAxes)
     fig.text(0.5, 0.005, _legend_note(candidate, reference), ha="center", va="bottom", fontsize=7)
     fig.tight_layout(rect=(0, 0.025, 1, 1))
     path = Path(path)

@@ -32,6 +32,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,8 +249,6 @@ def _free(device: torch.device) -> None:
 
 def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable[[str], None]) -> dict:
     """Every run and check for one layer type; returns its results (curves, summaries, timings)."""
-    from ..kernels import KernelsUnavailable
-
     dev, th, pg, ch = torch.device(vc.device), vc.thresholds, vc.progress, vc.metric_chunk
     timings: dict[str, float] = {}
 
@@ -288,9 +287,10 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
             Lc = timed(f"{dname}.cand.prefill", prefill, model, ids)
             Dc = timed(f"{dname}.cand.decode", decode, model, stream, f"{layer} {dname} {vc.candidate} decode", pg)
             Cc = timed(f"{dname}.cand.chain", chain, model, ids[:, :tp], stream[:, :steps])
-        except KernelsUnavailable as e:
-            reason = f"candidate {vc.candidate!r} cannot run: {e}"
+        except Exception as e:  # KernelsUnavailable, or the candidate's own error: its checks fail, the run goes on
+            reason = f"candidate {vc.candidate!r} raised {type(e).__name__}: {e}"
             log(f"[{layer} {dname}] FAIL: {reason}")
+            traceback.print_exc(file=sys.stderr)
             for name in ("prefill", "decode", "chain", "graph"):
                 _check(checks, f"{name}.candidate_runs", layer, dname, None, None, False, reason)
             out[dname] = dict(error=reason)
@@ -330,8 +330,9 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
                     f"{dname}.cand.graph_decode", graph_decode, model, stream, None, f"{layer} {dname} graph", pg
                 )
                 Cg = timed(f"{dname}.cand.graph_chain", graph_decode, model, stream[:, :steps], ids[:, :tp])
-            except (RuntimeError, ValueError, KernelsUnavailable) as e:
+            except Exception as e:  # capture or replay failed: the check fails, the run goes on
                 reason = f"graph capture/replay raised {type(e).__name__}: {e}"
+                traceback.print_exc(file=sys.stderr)
                 _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, False, reason)
                 res["graph"] = dict(status=FAIL, reason=reason)
             else:
