@@ -125,13 +125,16 @@ def bench_layer(kind: str, B: int, nh: int, bw: float, dtype=torch.bfloat16) -> 
     step_ms = ms - add_ms
     nbytes = layer_step_bytes(kind, B, nh)
     state_bytes = B * nh * state_bytes_per_head(kind) * PASSES
-    warps = decode.TUNED.get((kind, B * nh, dtype))
+    key = (kind, B * nh, dtype)
+    config = decode.TUNED.get(key)
+    candidates = {":".join(map(str, c)): round(t * 1e3, 2) for c, t in decode.TIMINGS.get(key, {}).items()}
     del st
     torch.cuda.empty_cache()
     return dict(
         bench="layer", kind=kind, B=B, nh=nh, act_dtype=str(dtype), us=step_ms * 1e3, us_with_pos_add=ms * 1e3,
         bytes=nbytes, gb_s=nbytes / (step_ms / 1e3) / 1e9, state_gb_s=state_bytes / (step_ms / 1e3) / 1e9,
-        limit_us=nbytes / bw * 1e6, frac_limit=(nbytes / bw) / (step_ms / 1e3), num_warps=warps,
+        limit_us=nbytes / bw * 1e6, frac_limit=(nbytes / bw) / (step_ms / 1e3),
+        config=":".join(map(str, config)) if config else None, tuning_us_at_p8=candidates,
     )  # fmt: skip
 
 
@@ -163,6 +166,8 @@ def bench_model(model: TTTForCausalLM, B: int, backend: str, bw: float, steps: i
         dec.replay(MB)
         ms = statistics.median(events_ms(lambda: dec.replay(MB), max(1, steps // MB))) / MB
         mode = "cuda_graph"
+        cfgk = decode.TUNED.get((cfg.ttt_layer_type, B * cfg.num_attention_heads, model.dtype))
+        mode += " " + ":".join(map(str, cfgk)) if cfgk else ""
         del dec
     else:
         model._backend = ReferenceBackend()
@@ -231,18 +236,18 @@ def main() -> int:
         torch.cuda.empty_cache()
 
     print("\n== TTT layer step alone (bf16 activations, fp32 state, nh=32; mean of the 16 positions) ==")
-    print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} warps")
+    print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} config (tuning: us at p=8)")
     for r in rows:
         if r.get("bench") == "layer":
-            print(f"{r['kind']:6} {r['B']:>4} {r['us']:8.1f} {r['gb_s']:7.0f} {r['limit_us']:9.1f} {r['frac_limit']:5.2f} {r['num_warps']}")
+            print(f"{r['kind']:6} {r['B']:>4} {r['us']:8.1f} {r['gb_s']:7.0f} {r['limit_us']:9.1f} {r['frac_limit']:5.2f} {r['config']} {r['tuning_us_at_p8']}")
     print(f"\n== full model decode, {args.size}{'' if args.layers is None else f' ({args.layers} layers)'}, bf16 ==")
-    print(f"{'kind':6} {'B':>4} {'backend':9} {'mode':10} {'ms/step':>8} {'tok/s':>9} {'limit':>9} {'frac':>5}")
+    print(f"{'kind':6} {'B':>4} {'backend':9} {'mode':18} {'ms/step':>8} {'tok/s':>9} {'limit':>9} {'frac':>5}")
     for r in rows:
         if r.get("bench") == "model":
             if "error" in r:
                 print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['error'][:40]}")
                 continue
-            print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['mode']:10} {r['ms']:8.3f} {r['tokens_s']:9.0f} {r['limit_tokens_s']:9.0f} {r['frac_limit']:5.2f}")
+            print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['mode']:18} {r['ms']:8.3f} {r['tokens_s']:9.0f} {r['limit_tokens_s']:9.0f} {r['frac_limit']:5.2f}")
     return 0
 
 

@@ -46,8 +46,13 @@ def poison_rows(st) -> None:
             t.fill_(float("nan"))
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
-def test_kernel_matches_reference_fp32(kind):
+CONFIGS = [("linear", ""), ("linear", "linear=mh:2:2"), ("linear", "linear=mh:4:4"), ("mlp", ""), ("mlp", "mlp=chunk:4:64")]
+
+
+@pytest.mark.parametrize("kind, config", CONFIGS)
+def test_kernel_matches_reference_fp32(kind, config, monkeypatch):
+    """Every kernel variant (forced through TTT_DECODE_CONFIG; "" = the interpreter default / GPU tuner)."""
+    monkeypatch.setenv("TTT_DECODE_CONFIG", config)
     st64, ins = make_case(kind, B=2, nh=2, T=STEPS, act_dtype=torch.float32, seed=1, device=DEV)
     st0, st_ref, st_k = (as_dtype(st64, d) for d in (torch.float64, torch.float32, torch.float32))
     poison_rows(st_ref)
@@ -73,8 +78,9 @@ def test_kernel_matches_reference_fp32(kind):
     assert rel_err(torch.cat(no_rows, 2), exact) > 1e-2
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
-def test_kernel_fp16_within_twice_reference_error(kind):
+@pytest.mark.parametrize("kind, config", [("linear", ""), ("linear", "linear=mh:2:2"), ("mlp", ""), ("mlp", "mlp=chunk:4:64")])
+def test_kernel_fp16_within_twice_reference_error(kind, config, monkeypatch):
+    monkeypatch.setenv("TTT_DECODE_CONFIG", config)
     st64, ins = make_case(kind, B=2, nh=2, T=STEPS, act_dtype=torch.float16, seed=2, device=DEV)
     exact = reference_run(as_dtype(st64, torch.float64), ins, 0, STEPS, upcast=True)
     ref = reference_run(as_dtype(st64, torch.float32), ins, 0, STEPS, upcast=False)  # fp16 matmul operands
@@ -96,6 +102,16 @@ def test_decode_continues_after_prefill_mid_mini_batch(kind):
     reference.dual_forward(st, xq[:, :, :21], xk[:, :, :21], xv[:, :, :21], lr[:, :, :21], ln_w, ln_b, tau, start=0)
     out = kernel_run(st, ins, 21, 40)
     assert rel_err(out, exact_all[:, :, 21:]) < 1e-5
+
+
+def test_forced_config_errors(monkeypatch):
+    st, xs, pos = _one(B=1, nh=2)
+    monkeypatch.setenv("TTT_DECODE_CONFIG", "linear=mh:4:4")  # 2 heads are not a multiple of 4
+    with pytest.raises(ValueError, match="not a multiple of 4"):
+        _call(st, xs, pos)
+    monkeypatch.setenv("TTT_DECODE_CONFIG", "linear=chunk:4:64")
+    with pytest.raises(ValueError, match="no variant"):
+        _call(st, xs, pos)
 
 
 def test_position_is_read_from_the_device_tensor():

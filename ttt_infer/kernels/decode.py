@@ -21,7 +21,8 @@ reference's dtype.
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests) with a fixed configuration. On a GPU
 the first call for each (layer type, B * nh, dtype) times the num_warps candidates on scratch rows
 (the live state is only read) and keeps the fastest; make that call before a CUDA graph capture.
-TTT_DECODE_WARPS=n forces a configuration (experiments).
+The candidates are structural variants too (several heads per program for TTT-Linear, the hidden
+axis streamed in chunks for TTT-MLP). TTT_DECODE_CONFIG=variant:num_warps[:n] forces one.
 """
 
 from __future__ import annotations
@@ -213,26 +214,223 @@ if triton is not None:
         if p == MB - 1:
             c = tau * LRr
             dW1 = tl.dot(tl.trans(Kr * c[:, None]), G1r, input_precision="ieee")  # [F, H]
-            tl.store(W1_ptr + pid * F * H + fo[:, None] * H + ho[None, :], W1 - dW1)
+            W1_now = tl.load(W1_ptr + pid * F * H + fo[:, None] * H + ho[None, :])  # reload: W1 dies early
+            tl.store(W1_ptr + pid * F * H + fo[:, None] * H + ho[None, :], W1_now - dW1)
             tl.store(b1_ptr + pid * H + ho, b1 - tl.sum(c[:, None] * G1r, axis=0))
             dW2 = tl.dot(tl.trans(X2r * c[:, None]), G2r, input_precision="ieee")  # [H, F]
             tl.store(W2_ptr + pid * H * F + ho[:, None] * F + fo[None, :], W2 - dW2)
             tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(c[:, None] * G2r, axis=0))
 
-    _WARPS = {"linear": (2, 4, 8), "mlp": (4, 8, 16)}
-    _DEFAULT_WARPS = {"linear": 4, "mlp": 8}
-    _RAW = {"linear": _ttt_linear_decode, "mlp": _ttt_mlp_decode}
+    @triton.jit
+    def _ln_l2_bwd_rows(z, target, w, b, eps, N: tl.constexpr):
+        """_ln_l2_bwd for each row of z [R, N]."""
+        mu = tl.sum(z, axis=1, keep_dims=True) / N
+        zc = z - mu
+        rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1, keep_dims=True) / N + eps)
+        xh = zc * rstd
+        gh = w * (w * xh + b - target)
+        s1 = tl.sum(gh, axis=1, keep_dims=True)
+        s2 = tl.sum(gh * xh, axis=1, keep_dims=True)
+        return (N * gh - s1 - xh * s2) * (rstd / N)
 
-# (kind, B * nh, activation dtype) -> num_warps, filled by _tune on the first GPU call of each shape
-TUNED: dict[tuple[str, int, torch.dtype], int] = {}
+    @triton.jit
+    def _ln_fwd_rows(z, w, b, eps, N: tl.constexpr):
+        mu = tl.sum(z, axis=1, keep_dims=True) / N
+        zc = z - mu
+        rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1, keep_dims=True) / N + eps)
+        return w * (zc * rstd) + b
+
+    @triton.jit
+    def _ttt_linear_decode_mh(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, MB: tl.constexpr, HPP: tl.constexpr,
+    ):  # fmt: skip
+        """_ttt_linear_decode for HPP heads per program: the fixed cost of each reduction, barrier
+        and layout change is shared by HPP heads, and HPP times more bytes are in flight."""
+        hb = tl.program_id(0).to(tl.int64) * HPP + tl.arange(0, HPP).to(tl.int64)  # [HPP] sequence*NH + head
+        head = hb % NH
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        fo = tl.arange(0, F)
+        ro = tl.arange(0, MB)
+        vec = hb[:, None] * F + fo[None, :]  # [HPP, F]
+
+        W = tl.load(W_ptr + hb[:, None, None] * F * F + fo[None, :, None] * F + fo[None, None, :])  # [HPP, F, F]
+        b = tl.load(b_ptr + vec)
+        prev = (ro < p)[None, :, None]
+        rows = hb[:, None, None] * MB * F + ro[None, :, None] * F + fo[None, None, :]  # [HPP, MB, F]
+        Kr = tl.load(K_ptr + rows, mask=prev, other=0.0)
+        Gr = tl.load(G_ptr + rows, mask=prev, other=0.0)
+        LRr = tl.load(LR_ptr + hb[:, None] * MB + ro[None, :], mask=(ro < p)[None, :], other=0.0)  # [HPP, MB]
+        q = tl.load(q_ptr + vec).to(tl.float32)
+        k = tl.load(k_ptr + vec).to(tl.float32)
+        v = tl.load(v_ptr + vec).to(tl.float32)
+        lr = tl.load(lr_ptr + hb)  # [HPP]
+        lnw = tl.load(lnw_ptr + head[:, None] * F + fo[None, :]).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head[:, None] * F + fo[None, :]).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+
+        zk = tl.sum(k[:, :, None] * W, axis=1) + b  # [HPP, F]
+        zq = tl.sum(q[:, :, None] * W, axis=1) + b
+        g = _ln_l2_bwd_rows(zk, v - k, lnw, lnb, eps, F)
+        tl.store(K_ptr + hb[:, None] * MB * F + p * F + fo[None, :], k)
+        tl.store(G_ptr + hb[:, None] * MB * F + p * F + fo[None, :], g)
+        tl.store(LR_ptr + hb * MB + p, lr)
+
+        cur = (ro == p)[None, :, None]
+        Kr = tl.where(cur, k[:, None, :], Kr)
+        Gr = tl.where(cur, g[:, None, :], Gr)
+        LRr = tl.where((ro == p)[None, :], lr[:, None], LRr)
+        a = LRr * (tl.sum(Kr * q[:, None, :], axis=2) + 1.0)  # [HPP, MB]
+        zbar = zq - tau * tl.sum(a[:, :, None] * Gr, axis=1)
+        out = q + _ln_fwd_rows(zbar, lnw, lnb, eps, F)
+        tl.store(out_ptr + vec, out)
+
+        if p == MB - 1:
+            c = tau * LRr
+            dW = tl.dot(tl.permute(Kr * c[:, :, None], (0, 2, 1)), Gr, input_precision="ieee")  # [HPP, F, F]
+            tl.store(W_ptr + hb[:, None, None] * F * F + fo[None, :, None] * F + fo[None, None, :], W - dW)
+            tl.store(b_ptr + vec, b - tl.sum(c[:, :, None] * Gr, axis=1))
+
+    @triton.jit
+    def _ttt_mlp_decode_chunked(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
+    ):  # fmt: skip
+        """_ttt_mlp_decode streaming the hidden axis in chunks of HC: a few KB of registers per chunk
+        instead of 128 KB of weights, so several programs share an SM. Two passes over the chunks
+        (z2 needs all of them before g2 exists; g1 and z2bar need W2 again): the second reads W1, W2
+        back through L2, just after the first. The end-of-mini-batch update is done chunk by chunk
+        in the second pass, where every row is known."""
+        pid = tl.program_id(0).to(tl.int64)
+        head = pid % NH
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        fo = tl.arange(0, F)
+        co = tl.arange(0, HC)
+        ro = tl.arange(0, MB)
+        prev = ro < p
+        cur = ro == p
+
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lr = tl.load(lr_ptr + pid)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+        b2 = tl.load(b2_ptr + pid * F + fo)
+        rows_f = pid * MB * F + ro[:, None] * F + fo[None, :]
+        Kr = tl.load(K_ptr + rows_f, mask=prev[:, None], other=0.0)
+        G2r = tl.load(G2_ptr + rows_f, mask=prev[:, None], other=0.0)
+        LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)
+        Kr = tl.where(cur[:, None], k[None, :], Kr)
+        LRr = tl.where(cur, lr, LRr)
+        a1 = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)  # [MB]
+        cst = tau * LRr
+
+        # pass 1: z2 of k at the mini-batch's starting weights
+        z2k = b2
+        for c in range(0, H // HC):
+            hc = c * HC + co
+            W1c = tl.load(W1_ptr + pid * F * H + fo[:, None] * H + hc[None, :])  # [F, HC]
+            z1k = tl.sum(k[:, None] * W1c, axis=0) + tl.load(b1_ptr + pid * H + hc)
+            W2c = tl.load(W2_ptr + pid * H * F + hc[:, None] * F + fo[None, :])  # [HC, F]
+            z2k += tl.sum(_gelu(z1k, C)[:, None] * W2c, axis=0)
+        g2 = _ln_l2_bwd(z2k, v - k, lnw, lnb, eps, F)
+        tl.store(K_ptr + pid * MB * F + p * F + fo, k)
+        tl.store(G2_ptr + pid * MB * F + p * F + fo, g2)
+        tl.store(LR_ptr + pid * MB + p, lr)
+        G2r = tl.where(cur[:, None], g2[None, :], G2r)
+
+        # pass 2: g1 and x2 of k (rows p), z1bar, x2bar, and the z2bar sums; the update at b-1
+        zacc = b2
+        a2 = tl.zeros([MB], dtype=tl.float32)
+        for c in range(0, H // HC):
+            hc = c * HC + co
+            W1c = tl.load(W1_ptr + pid * F * H + fo[:, None] * H + hc[None, :])
+            b1c = tl.load(b1_ptr + pid * H + hc)
+            W2c = tl.load(W2_ptr + pid * H * F + hc[:, None] * F + fo[None, :])
+            rows_c = pid * MB * H + ro[:, None] * H + hc[None, :]
+            G1c = tl.load(G1_ptr + rows_c, mask=prev[:, None], other=0.0)  # [MB, HC]
+            X2c = tl.load(X2_ptr + rows_c, mask=prev[:, None], other=0.0)
+            z1k = tl.sum(k[:, None] * W1c, axis=0) + b1c
+            z1q = tl.sum(q[:, None] * W1c, axis=0) + b1c
+            g1 = tl.sum(W2c * g2[None, :], axis=1) * _gelu_bwd(z1k, C)  # [HC]
+            x2k = _gelu(z1k, C)
+            tl.store(G1_ptr + pid * MB * H + p * H + hc, g1)
+            tl.store(X2_ptr + pid * MB * H + p * H + hc, x2k)
+            G1c = tl.where(cur[:, None], g1[None, :], G1c)
+            X2c = tl.where(cur[:, None], x2k[None, :], X2c)
+            x2bar = _gelu(z1q - tau * tl.sum(a1[:, None] * G1c, axis=0), C)
+            a2 += tl.sum(X2c * x2bar[None, :], axis=1)
+            zacc += tl.sum(x2bar[:, None] * W2c, axis=0)
+            if p == MB - 1:
+                dW1 = tl.dot(tl.trans(Kr * cst[:, None]), G1c, input_precision="ieee")  # [F, HC]
+                tl.store(W1_ptr + pid * F * H + fo[:, None] * H + hc[None, :], W1c - dW1)
+                tl.store(b1_ptr + pid * H + hc, b1c - tl.sum(cst[:, None] * G1c, axis=0))
+                dW2 = tl.dot(tl.trans(X2c * cst[:, None]), G2r, input_precision="ieee")  # [HC, F]
+                tl.store(W2_ptr + pid * H * F + hc[:, None] * F + fo[None, :], W2c - dW2)
+        z2bar = zacc - tau * tl.sum((LRr * (a2 + 1.0))[:, None] * G2r, axis=0)
+        out = q + _ln_fwd(z2bar, lnw, lnb, eps, F)
+        tl.store(out_ptr + pid * F + fo, out)
+        if p == MB - 1:
+            tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(cst[:, None] * G2r, axis=0))
+
+    _KERNELS = {
+        ("linear", "v1"): _ttt_linear_decode,
+        ("linear", "mh"): _ttt_linear_decode_mh,
+        ("mlp", "v1"): _ttt_mlp_decode,
+        ("mlp", "chunk"): _ttt_mlp_decode_chunked,
+    }
+
+# A configuration: (variant, num_warps, heads per program (linear "mh") or hidden chunk (mlp "chunk")).
+CANDIDATES = {
+    "linear": [("v1", 2, 1), ("mh", 2, 2), ("mh", 4, 4), ("mh", 4, 8)],
+    "mlp": [("v1", 8, 0), ("chunk", 4, 64), ("chunk", 8, 64)],
+}
+DEFAULT = {"linear": ("v1", 4, 1), "mlp": ("v1", 8, 0)}
+# (kind, B * nh, activation dtype) -> configuration, filled by _tune on the first GPU call of each shape
+TUNED: dict[tuple[str, int, torch.dtype], tuple[str, int, int]] = {}
+# the same key -> {configuration: median ms} of the last tuning (benchmark reports)
+TIMINGS: dict[tuple[str, int, torch.dtype], dict] = {}
 
 
-def _launch(kind: str, nprog: int, args: list, num_warps: int, consts: dict) -> None:
-    _RAW[kind][(nprog,)](*args, num_warps=num_warps, **consts)
+def _parse_config(text: str, kind: str) -> tuple[str, int, int] | None:
+    """TTT_DECODE_CONFIG="linear=mh:4:4,mlp=chunk:4:64": variant:num_warps[:n] per layer type."""
+    for entry in text.split(","):
+        k, _, spec = entry.strip().rpartition("=")
+        if k != kind:
+            continue
+        parts = spec.split(":")
+        variant, warps = parts[0], int(parts[1])
+        extra = int(parts[2]) if len(parts) > 2 else {"v1": 1 if kind == "linear" else 0, "mh": 4, "chunk": 64}[variant]
+        if (kind, variant) not in _KERNELS:
+            raise ValueError(f"TTT_DECODE_CONFIG: no variant {variant!r} for TTT-{kind}")
+        return variant, warps, extra
+    return None
 
 
-def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> int:
-    """Time each num_warps candidate on scratch rows, output and position (p = b/2, so W is never
+def _fits(cfg: tuple[str, int, int], nprog: int) -> bool:
+    variant, _, n = cfg
+    return variant != "mh" or nprog % n == 0
+
+
+def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts: dict) -> None:
+    variant, warps, n = cfg
+    kern = _KERNELS[(kind, variant)]
+    if variant == "mh":
+        kern[(nprog // n,)](*args, num_warps=warps, HPP=n, **consts)
+    elif variant == "chunk":
+        kern[(nprog,)](*args, num_warps=warps, HC=n, **consts)
+    else:
+        kern[(nprog,)](*args, num_warps=warps, **consts)
+
+
+def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> tuple[str, int, int]:
+    """Time each candidate configuration on scratch rows, output and position (p = b/2, so W is never
     written) and keep the fastest. The real state is only read: safe on a live cache."""
     from triton.testing import do_bench
 
@@ -248,16 +446,18 @@ def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> 
     mb = consts["MB"]
     scratch["pos_ptr"] = torch.full((1,), mb // 2, dtype=torch.int64, device=scratch["pos_ptr"].device)
     sargs = [scratch[n] for n in names]
-    times = {}
-    for w in _WARPS[kind]:
+    times, err = {}, None
+    for cfg in CANDIDATES[kind]:
+        if not _fits(cfg, nprog):
+            continue
         try:
-            times[w] = do_bench(lambda w=w: _launch(kind, nprog, sargs, w, consts), warmup=10, rep=40, return_mode="median")
+            times[cfg] = do_bench(lambda c=cfg: _launch(kind, nprog, sargs, c, consts), warmup=5, rep=25, return_mode="median")
         except Exception as e:  # a configuration that does not compile or fit is skipped, not fatal
-            times[w] = float("inf")
+            times[cfg] = float("inf")
             err = e
-    if all(t == float("inf") for t in times.values()):
-        raise RuntimeError(f"ttt_decode_step: no num_warps in {_WARPS[kind]} ran for TTT-{kind}") from err
-    return min(times, key=times.get)
+    if not times or all(t == float("inf") for t in times.values()):
+        raise RuntimeError(f"ttt_decode_step: no configuration in {CANDIDATES[kind]} ran for TTT-{kind}") from err
+    return min(times, key=times.get), times
 
 
 def _fail(msg: str, exc=ValueError):
@@ -364,17 +564,19 @@ def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch
                 state.k, state.g1, state.x2, state.g2, state.lr, out]  # fmt: skip
         consts = {"F": f, "H": MLP_HIDDEN, "MB": mb, "C": _SQRT_2_OVER_PI}
     args += [nh, nprog, LN_EPS]
-    forced = os.environ.get("TTT_DECODE_WARPS")
-    if forced:
-        warps = int(forced)
+    forced = os.environ.get("TTT_DECODE_CONFIG", "")
+    cfg = _parse_config(forced, kind) if forced else None
+    if cfg is not None:
+        if not _fits(cfg, nprog):
+            _fail(f"TTT_DECODE_CONFIG={forced}: {nprog} (sequence, head) pairs are not a multiple of {cfg[2]}")
     elif _interpreting():
-        warps = _DEFAULT_WARPS[kind]
+        cfg = DEFAULT[kind]
     else:
         key = (kind, nprog, xq.dtype)
         if key not in TUNED:
-            TUNED[key] = _tune(kind, nprog, args, names, consts)
-        warps = TUNED[key]
-    _launch(kind, nprog, args, warps, consts)
+            TUNED[key], TIMINGS[key] = _tune(kind, nprog, args, names, consts)
+        cfg = TUNED[key]
+    _launch(kind, nprog, args, cfg, consts)
     return out
 
 
