@@ -189,8 +189,39 @@ def bench_model(model: TTTForCausalLM, B: int, backend: str, bw: float, steps: i
     )  # fmt: skip
 
 
+def report(jsonl: Path) -> str:
+    """Markdown tables of a results file (the latest line of each point)."""
+    latest: dict = {}
+    for line in jsonl.read_text().splitlines():
+        r = json.loads(line)
+        latest[(r.get("bench"), r.get("kind"), r.get("B"), r.get("backend"))] = r
+    rows = list(latest.values())
+    out = ["## TTT layer decode step alone (1 layer, nh=32, head dim 64, bf16 activations, fp32 state)", "",
+           "Mean over the 16 positions of a mini-batch (CUDA graph of 16 steps). Bytes: W read every token and written",
+           "once per 16, rows j < p read, row p written, q/k/v/out. Limit = bytes / copy bandwidth of the same run.", "",
+           "| kind | B | us | GB/s | limit us | fraction | config | git | tuning (us at p=8) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if r.get("bench") == "layer":
+            out.append(f"| {r['kind']} | {r['B']} | {r['us']:.1f} | {r['gb_s']:.0f} | {r['limit_us']:.1f} | {r['frac_limit']:.2f} | "
+                       f"{r.get('config') or r.get('num_warps')} | {(r['env'].get('git_sha') or '?')[:7]} | {r.get('tuning_us_at_p8', '')} |")  # fmt: skip
+    out += ["", "## Full-model decode, 1b config (24 layers, Mamba backbone), bf16 weights, fp32 TTT state", "",
+            "Limit: t >= (2P bytes + B * (1 + 1/16) * state bytes) / copy bandwidth (PERF.md).", "",
+            "| kind | B | backend | mode | ms/step | tokens/s | limit tokens/s | fraction | git |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sorted((r for r in rows if r.get("bench") == "model"), key=lambda r: (r["kind"], r["B"], r["backend"])):
+        if "error" in r:
+            out.append(f"| {r['kind']} | {r['B']} | {r['backend']} | {r['error'][:60]} | | | | | |")
+            continue
+        out.append(f"| {r['kind']} | {r['B']} | {r['backend']} | {r['mode']} | {r['ms']:.3f} | {r['tokens_s']:.0f} | "
+                   f"{r['limit_tokens_s']:.0f} | {r['frac_limit']:.2f} | {(r['env'].get('git_sha') or '?')[:7]} |")  # fmt: skip
+    env = rows[-1]["env"] if rows else {}
+    out += ["", f"Environment: {env.get('gpu')}, driver {env.get('driver')}, torch {env.get('torch')}, triton {env.get('triton')}, "
+            f"copy bandwidth {rows[-1]['copy_tb_s']:.2f} TB/s" if rows else ""]  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--report", metavar="JSONL", help="only write the markdown tables of a results file to stdout")
     ap.add_argument("--out", default="results/h200/decode.jsonl")
     ap.add_argument("--size", default="1b")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the config (say so when used)")
@@ -198,6 +229,9 @@ def main() -> int:
     ap.add_argument("--kinds", default="linear,mlp")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args()
+    if args.report:
+        print(report(Path(args.report)), end="")
+        return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = collect_env()
