@@ -12,16 +12,20 @@ on the same inputs:
 Per time step (metrics.py): the seed's TV, the true TV, the share of differing argmax tokens, for
 cand vs ref, cand vs fp64 and ref vs fp64.
 
-Checks (each pass / fail / not run; the command exits 1 if any fails):
-  prefill|decode token_diff  mean over steps of differing tokens, cand vs ref       <= max_token_diff (1%)
-  prefill|decode tv          max over steps of the batch-mean true TV, cand vs ref   <= max_tv (1%)
-  prefill|decode error_ratio err(cand) <= max_error_ratio (2) x err(ref), where err(X) is the mean over
-                             steps and sequences of the true TV between X and the fp64 reference
-  chain                      cand prefill of a prompt (length not a multiple of 16) then cand decode vs
-                             the same with the reference: max TV <= max_tv and token_diff <= max_token_diff
-  graph                      decode replayed from a CUDA graph vs eager decode (cand): identical tokens
-                             and max |logit difference| <= graph_atol. Only on CUDA with the kernels
-                             backend; otherwise "not run" (never "pass").
+Checks (each pass / fail / not run; the command exits 1 if any fails), per layer type and dtype:
+  {prefill,decode}.token_diff_mean      mean over steps of the share of differing tokens, cand vs ref
+                                        <= max_token_diff (1%)
+  {prefill,decode}.tv_max               max over steps of the batch-mean true TV, cand vs ref <= max_tv (1%)
+  {prefill,decode}.error_ratio_vs_fp64  err(cand) <= max_error_ratio (2) x err(ref), where err(X) is the
+                                        mean over steps and sequences of the true TV between X and fp64
+  chain.prefill_then_decode             cand prefill of a prompt (length not a multiple of 16) then cand
+                                        decode vs the same with the reference: max TV <= max_tv and mean
+                                        token_diff <= max_token_diff
+  graph.replay_vs_eager                 decode through the CUDA-graph decoder (kernels/graphs.py) vs eager
+                                        decode, from an empty cache and after the chain's prompt: identical
+                                        tokens and max |logit difference| <= graph_atol. Only on CUDA with
+                                        the kernels backend; otherwise "not run" (never "pass").
+A candidate that raises fails its checks ("*.candidate_runs"); the other dtypes and layer types still run.
 """
 
 from __future__ import annotations
