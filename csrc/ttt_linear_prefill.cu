@@ -215,10 +215,12 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     }
     __syncthreads();  // B3
 
-    // ---- 4: rows: out = q + LN(Zbar)
+    // ---- 4: rows: out = q + LN(Zbar). Every lane computes (the group reductions are warp-wide
+    // shuffles: a branch around them would split the warp when its 4 rows straddle T); only rows of
+    // the prompt are stored.
     {
       const int i = ri, t = seg * MB + i - start;
-      if (t >= 0 && t < T) {
+      {
         float z[NPL], qq[NPL];
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
@@ -238,7 +240,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
         TT o[NPL];
         st_f<TT, NPL>(o, z);
-        *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = *reinterpret_cast<const uint4 *>(o);
+        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = *reinterpret_cast<const uint4 *>(o);
       }
     }
   }

@@ -384,10 +384,12 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
     }
     __syncthreads();  // B3
 
-    // ---- 4: rows: out = q + LN(sum of the partials)
+    // ---- 4: rows: out = q + LN(sum of the partials). Every lane computes (the group reductions
+    // are warp-wide shuffles, and with 8 warps a warp's two rows can straddle T); only rows of the
+    // prompt are stored.
     {
       const int i = ri, t = seg * MB + i - start;
-      if (t >= 0 && t < T) {
+      {
         float z[NPL], qq[NPL];
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = 0.f;
@@ -403,7 +405,7 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
         ln_normalize<LPR, NPL>(z);
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] + lb[e];
-        st_f<TT, NPL>(&gout[(size_t)t * F + fb], z);
+        if (t >= 0 && t < T) st_f<TT, NPL>(&gout[(size_t)t * F + fb], z);
       }
     }
   }
