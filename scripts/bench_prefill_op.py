@@ -124,18 +124,39 @@ def main(argv=None) -> int:
                 flops = flops_per_minibatch(kind) * B * H * math.ceil(T / MB)
                 base = dict(kind=kind, dtype=dname, B=B, H=H, T=T, D=F, flops=flops, min_bytes=nbytes)
                 out = torch.empty_like(a[0])
-                for impl, warps in ((("tk", None),) if kind == "linear" else (("tk", 8), ("tk-16w", 16))):
+                for impl, warps in (("tk", None),) if kind == "linear" else (("tk", 8), ("tk-16w", 16)):
                     try:
-                        ms = bench(lambda: prefill.ttt_prefill(st, *a, out=out, mlp_warps=warps))
-                        emit(dict(base, impl=impl, ms=ms, tokens_per_s=B * T / ms * 1e3, tflops=flops / ms * 1e-9,
-                                  gbps=nbytes / ms * 1e-6, mlp_warps=warps))
+                        ms = bench(
+                            lambda st=st, a=a, out=out, warps=warps: prefill.ttt_prefill(
+                                st, *a, out=out, mlp_warps=warps
+                            )
+                        )
+                        emit(
+                            dict(
+                                base,
+                                impl=impl,
+                                ms=ms,
+                                tokens_per_s=B * T / ms * 1e3,
+                                tflops=flops / ms * 1e-9,
+                                gbps=nbytes / ms * 1e-6,
+                                mlp_warps=warps,
+                            )
+                        )
                     except torch.OutOfMemoryError as e:
                         emit(dict(base, impl=impl, error=f"OOM: {e}"))
                 if B * T <= args.ref_max_tokens and dname == "bf16":
                     s_ref = st.clone()
-                    ms = time_once(lambda: dual_forward(s_ref, *a))
-                    emit(dict(base, impl="torch-reference", ms=ms, tokens_per_s=B * T / ms * 1e3,
-                              tflops=flops / ms * 1e-9, note="one timed run after one warm-up (CUDA events)"))
+                    ms = time_once(lambda s_ref=s_ref, a=a: dual_forward(s_ref, *a))
+                    emit(
+                        dict(
+                            base,
+                            impl="torch-reference",
+                            ms=ms,
+                            tokens_per_s=B * T / ms * 1e3,
+                            tflops=flops / ms * 1e-9,
+                            note="one timed run after one warm-up (CUDA events)",
+                        )
+                    )
                 del st, a, out
                 torch.cuda.empty_cache()
             # fla (TTT-Linear only): layout [B, T, H, D], eta [B, T, H, 1], fp32 initial state
@@ -148,11 +169,33 @@ def main(argv=None) -> int:
                 h0 = st.W1.contiguous()
                 hb0 = st.b1.unsqueeze(2).contiguous()
                 flops = flops_per_minibatch("linear") * B * H * math.ceil(T / MB)
-                base = dict(kind="linear", dtype=dname, B=B, H=H, T=T, D=F, flops=flops,
-                            min_bytes=min_bytes("linear", B, H, T, 2))
+                base = dict(
+                    kind="linear",
+                    dtype=dname,
+                    B=B,
+                    H=H,
+                    T=T,
+                    D=F,
+                    flops=flops,
+                    min_bytes=min_bytes("linear", B, H, T, 2),
+                )
                 try:
-                    fn = lambda: op(q, k, v, w, b, eta, scale=1.0, chunk_size=16, initial_state=h0,  # noqa: E731
-                                    initial_state_bias=hb0, output_final_state=True)
+
+                    def fn(op=op, q=q, k=k, v=v, w=w, b=b, eta=eta, h0=h0, hb0=hb0):
+                        return op(
+                            q,
+                            k,
+                            v,
+                            w,
+                            b,
+                            eta,
+                            scale=1.0,
+                            chunk_size=16,
+                            initial_state=h0,
+                            initial_state_bias=hb0,
+                            output_final_state=True,
+                        )
+
                     ms = bench(fn)
                     emit(dict(base, impl=name, ms=ms, tokens_per_s=B * T / ms * 1e3, tflops=flops / ms * 1e-9))
                 except Exception as e:  # noqa: BLE001
@@ -165,8 +208,10 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "ms" in r:
-            print(f"| {r['impl']} | {r['kind']} | {r['dtype']} | {r['B']} | {r['T']} | {r['ms']:.3f} | "
-                  f"{r['tokens_per_s'] / 1e6:.2f} | {r['tflops']:.1f} |")
+            print(
+                f"| {r['impl']} | {r['kind']} | {r['dtype']} | {r['B']} | {r['T']} | {r['ms']:.3f} | "
+                f"{r['tokens_per_s'] / 1e6:.2f} | {r['tflops']:.1f} |"
+            )
         else:
             print(f"| {r['impl']} | {r['kind']} | {r['dtype']} | {r['B']} | {r['T']} | {r.get('error')} | | |")
     return 0

@@ -18,8 +18,9 @@ wait
 echo "build: $(( $(date +%s) - t0 )) s"; tail -n 2 "$OUT/build_native.log" "$OUT/build_sm80.log"
 grep -h "registers\|spill" "$OUT/build_native.log" | sort | uniq -c | head -20
 TT=${TEST_TIMEOUT:-170}
-timeout "$TT" python3 -m pytest -q -s -p no:cacheprovider tests/gpu/test_prefill.py tests/test_prefill_errors.py > "$OUT/pytest.log" 2>&1
+timeout "$TT" python3 -m pytest -q -s -p no:cacheprovider --timeout=60 tests/gpu/test_prefill.py tests/test_prefill_errors.py > "$OUT/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3; grep -E "^FAILED|Error" "$OUT/pytest.log" | head -12
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of options
 timeout "${BENCH_TIMEOUT:-200}" python3 scripts/bench_prefill_op.py --out "$OUT/prefill_op.jsonl" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
 echo "bench rc=$?"
 for tool in memcheck racecheck; do

@@ -17,8 +17,10 @@ for kind in ("linear", "mlp"):
             lr = torch.rand(B, nh, T, device="cuda") / F
             tau = 1.0 / torch.arange(1, MB + 1, device="cuda", dtype=torch.float32)
             st = TTTState(
-                W1=torch.randn(B, nh, F, hid, device="cuda") * 0.1, b1=torch.zeros(B, nh, hid, device="cuda"),
-                k=torch.randn(B, nh, MB, F, device="cuda"), g1=torch.randn(B, nh, MB, hid, device="cuda") * 0.05,
+                W1=torch.randn(B, nh, F, hid, device="cuda") * 0.1,
+                b1=torch.zeros(B, nh, hid, device="cuda"),
+                k=torch.randn(B, nh, MB, F, device="cuda"),
+                g1=torch.randn(B, nh, MB, hid, device="cuda") * 0.05,
                 lr=torch.rand(B, nh, MB, device="cuda") / F,
             )
             if kind == "mlp":
@@ -28,8 +30,16 @@ for kind in ("linear", "mlp"):
                 st.g2 = torch.randn(B, nh, MB, F, device="cuda") * 0.05
             for warps in (8, 16) if kind == "mlp" else (None,):
                 s = st.clone()
-                out = prefill.ttt_prefill(s, *xs, lr, torch.ones(nh, F, device="cuda"), torch.zeros(nh, F, device="cuda"),
-                                          tau, start, mlp_warps=warps)
+                out = prefill.ttt_prefill(
+                    s,
+                    *xs,
+                    lr,
+                    torch.ones(nh, F, device="cuda"),
+                    torch.zeros(nh, F, device="cuda"),
+                    tau,
+                    start,
+                    mlp_warps=warps,
+                )
                 torch.cuda.synchronize()
                 assert torch.isfinite(out.float()).all()
 print("sanitize run done")

@@ -81,8 +81,9 @@ def compare(kind, B, T, start, dtype, seed, variant="native", mlp_warps=None):
     xq, xk, xv, lr, ln_w, ln_b, tau, start = args
 
     s64 = state64(st)
-    out64 = dual_forward(s64, xq.double(), xk.double(), xv.double(), lr.double(), ln_w.double(), ln_b.double(),
-                         tau.double(), start)
+    out64 = dual_forward(
+        s64, xq.double(), xk.double(), xv.double(), lr.double(), ln_w.double(), ln_b.double(), tau.double(), start
+    )
     s_lo = st.clone()
     out_lo = dual_forward(s_lo, *args).to(dtype)
     s_k = st.clone()
@@ -177,8 +178,9 @@ def test_prefill_chunks_compose():
         s_two = st.clone()
         cut = 21
         o1 = prefill.ttt_prefill(s_two, *(x[:, :, :cut].contiguous() for x in (xq, xk, xv, lr)), ln_w, ln_b, tau, 0)
-        o2 = prefill.ttt_prefill(s_two, *(x[:, :, cut:].contiguous() for x in (xq, xk, xv, lr)), ln_w, ln_b, tau,
-                                 cut % MB)
+        o2 = prefill.ttt_prefill(
+            s_two, *(x[:, :, cut:].contiguous() for x in (xq, xk, xv, lr)), ln_w, ln_b, tau, cut % MB
+        )
         torch.cuda.synchronize()
         o_two = torch.cat([o1, o2], 2)
         assert rel(o_two, o_all) < 1e-2, kind

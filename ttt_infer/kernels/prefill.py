@@ -42,7 +42,9 @@ def _load(variant: str = "native") -> ModuleType:
     try:
         spec.loader.exec_module(mod)
     except ImportError as e:
-        raise KernelsUnavailable(f"the TK prefill extension at {path} does not load ({e}); rebuild: {_BUILD_HINT}") from e
+        raise KernelsUnavailable(
+            f"the TK prefill extension at {path} does not load ({e}); rebuild: {_BUILD_HINT}"
+        ) from e
     sys.modules.setdefault(name, mod)
     _MODULES[variant] = mod
     return mod
@@ -51,7 +53,9 @@ def _load(variant: str = "native") -> ModuleType:
 def check_available(variant: str = "native") -> None:
     """Raise KernelsUnavailable (saying how to fix it) unless the prefill kernels can run here."""
     if not torch.cuda.is_available():
-        raise KernelsUnavailable(f"the TK prefill kernels need a CUDA GPU, and torch sees none; on a GPU machine, {_BUILD_HINT}")
+        raise KernelsUnavailable(
+            f"the TK prefill kernels need a CUDA GPU, and torch sees none; on a GPU machine, {_BUILD_HINT}"
+        )
     _load(variant)
 
 
@@ -108,7 +112,9 @@ def ttt_prefill(
     hid = state.W1.shape[-1]
     mlp = state.kind == "mlp"
     if hid != (4 * f if mlp else f):
-        raise ValueError(f"state W1 must be [B, nh, {f}, {4 * f if mlp else f}] for TTT-{state.kind}, got {tuple(state.W1.shape)}")
+        raise ValueError(
+            f"state W1 must be [B, nh, {f}, {4 * f if mlp else f}] for TTT-{state.kind}, got {tuple(state.W1.shape)}"
+        )
     f32 = torch.float32
     _check_tensor(state.W1, "state.W1", (B, nh, f, hid), f32, dev)
     _check_tensor(state.b1, "state.b1", (B, nh, hid), f32, dev)
@@ -132,8 +138,27 @@ def ttt_prefill(
     lnw = ln_w.detach().to(f32).contiguous()
     lnb = ln_b.detach().to(f32).contiguous()
     if mlp:
-        mod.mlp_prefill(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.W2, state.b2,
-                        state.k, state.g1, state.lr, state.x2, state.g2, out, start, mlp_warps)
+        mod.mlp_prefill(
+            xq,
+            xk,
+            xv,
+            lr,
+            tau,
+            lnw,
+            lnb,
+            state.W1,
+            state.b1,
+            state.W2,
+            state.b2,
+            state.k,
+            state.g1,
+            state.lr,
+            state.x2,
+            state.g2,
+            out,
+            start,
+            mlp_warps,
+        )
     else:
         mod.linear_prefill(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.k, state.g1, state.lr, out, start)
     return out
