@@ -387,9 +387,11 @@ if triton is not None:
     }
 
 # A configuration: (variant, num_warps, heads per program (linear "mh") or hidden chunk (mlp "chunk")).
+# The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
+# (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
 CANDIDATES = {
-    "linear": [("v1", 2, 1), ("mh", 2, 2), ("mh", 4, 4), ("mh", 4, 8)],
-    "mlp": [("v1", 8, 0), ("chunk", 4, 64), ("chunk", 8, 64)],
+    "linear": [("v1", 2, 1), ("v1", 4, 1)],
+    "mlp": [("v1", 8, 0), ("v1", 16, 0)],
 }
 DEFAULT = {"linear": ("v1", 4, 1), "mlp": ("v1", 8, 0)}
 # (kind, B * nh, activation dtype) -> configuration, filled by _tune on the first GPU call of each shape
