@@ -374,12 +374,13 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
 
 def _print_layer_dtype(log, layer: str, dname: str, res: dict) -> None:
     for phase in ("prefill", "decode"):
-        cr = res[phase]["cand_vs_ref"]["summary"]
+        cr, cf, rf = (res[phase][p]["summary"] for p in ("cand_vs_ref", "cand_vs_fp64", "ref_vs_fp64"))
         e = res[phase]["error"]
         log(
             f"[{layer} {dname}] {phase:7s} cand vs ref: tokens {100 * cr['token_diff_mean']:.3f}% (mean), "
-            f"TV {100 * cr['tv_max']:.4f}% (max), seed TV {100 * cr['seed_tv_max']:.4f}% (max) | "
-            f"mean TV vs fp64: cand {100 * e['cand_vs_fp64']:.4f}%, ref {100 * e['ref_vs_fp64']:.4f}%, ratio {e['ratio']:.3f}"
+            f"TV {100 * cr['tv_max']:.4f}% (max), seed TV {100 * cr['seed_tv_max']:.4f}% (max) | vs fp64: "
+            f"mean TV cand {100 * e['cand_vs_fp64']:.4f}% ref {100 * e['ref_vs_fp64']:.4f}% (ratio {e['ratio']:.3f}), "
+            f"tokens cand {100 * cf['token_diff_mean']:.3f}% ref {100 * rf['token_diff_mean']:.3f}%"
         )
 
 
