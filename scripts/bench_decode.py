@@ -51,7 +51,7 @@ def copy_bandwidth(gib: float = 4.0) -> float:
     dst = torch.empty_like(src)
     dst.copy_(src)
     ms = statistics.median(events_ms(lambda: dst.copy_(src), 10))
-    del src, dst
+    src = dst = None  # free before the benchmarks
     torch.cuda.empty_cache()
     return 2 * n * 4 / (ms / 1e3)
 
@@ -70,7 +70,9 @@ def layer_step_bytes(kind: str, B: int, nh: int, act_bytes: int = 2, f: int = 64
         W * (1 + 1 / MB)  # weights read each token, written once per mini-batch
         + row * (sum(range(MB)) / MB)  # rows j < p read (7.5 on average)
         + row  # row p written
-        + 3 * f * act_bytes + 4 + 4 * f  # q, k, v, lr in; out (fp32)
+        + 3 * f * act_bytes
+        + 4
+        + 4 * f  # q, k, v, lr in; out (fp32)
     )
     return B * nh * per_head
 
@@ -128,7 +130,7 @@ def bench_layer(kind: str, B: int, nh: int, bw: float, dtype=torch.bfloat16) -> 
     key = (kind, B * nh, dtype)
     config = decode.TUNED.get(key)
     candidates = {":".join(map(str, c)): round(t * 1e3, 2) for c, t in decode.TIMINGS.get(key, {}).items()}
-    del st
+    st = None  # free the state before the next point
     torch.cuda.empty_cache()
     return dict(
         bench="layer", kind=kind, B=B, nh=nh, act_dtype=str(dtype), us=step_ms * 1e3, us_with_pos_add=ms * 1e3,
@@ -178,7 +180,7 @@ def bench_model(model: TTTForCausalLM, B: int, backend: str, bw: float, steps: i
         times = events_ms(lambda: model.decode_step(tokens, cache), steps)
         ms = statistics.mean(times)  # mean over consecutive positions (the mini-batch end costs more)
         mode = "eager"
-    del cache
+    cache = None  # free the state before the next point
     torch.cuda.empty_cache()
     tok_s = B / (ms / 1e3)
     return dict(
@@ -273,7 +275,9 @@ def main() -> int:
     print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} config (tuning: us at p=8)")
     for r in rows:
         if r.get("bench") == "layer":
-            print(f"{r['kind']:6} {r['B']:>4} {r['us']:8.1f} {r['gb_s']:7.0f} {r['limit_us']:9.1f} {r['frac_limit']:5.2f} {r['config']} {r['tuning_us_at_p8']}")
+            print(
+                f"{r['kind']:6} {r['B']:>4} {r['us']:8.1f} {r['gb_s']:7.0f} {r['limit_us']:9.1f} {r['frac_limit']:5.2f} {r['config']} {r['tuning_us_at_p8']}"
+            )
     print(f"\n== full model decode, {args.size}{'' if args.layers is None else f' ({args.layers} layers)'}, bf16 ==")
     print(f"{'kind':6} {'B':>4} {'backend':9} {'mode':18} {'ms/step':>8} {'tok/s':>9} {'limit':>9} {'frac':>5}")
     for r in rows:
@@ -281,7 +285,9 @@ def main() -> int:
             if "error" in r:
                 print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['error'][:40]}")
                 continue
-            print(f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['mode']:18} {r['ms']:8.3f} {r['tokens_s']:9.0f} {r['limit_tokens_s']:9.0f} {r['frac_limit']:5.2f}")
+            print(
+                f"{r['kind']:6} {r['B']:>4} {r['backend']:9} {r['mode']:18} {r['ms']:8.3f} {r['tokens_s']:9.0f} {r['limit_tokens_s']:9.0f} {r['frac_limit']:5.2f}"
+            )
     return 0
 
 

@@ -65,4 +65,3 @@ def reference_prefill(st: TTTState, ins, T: int, upcast: bool) -> None:
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm()).item()
-

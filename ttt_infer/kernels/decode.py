@@ -453,7 +453,9 @@ def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> 
         if not _fits(cfg, nprog):
             continue
         try:
-            times[cfg] = do_bench(lambda c=cfg: _launch(kind, nprog, sargs, c, consts), warmup=5, rep=25, return_mode="median")
+            times[cfg] = do_bench(
+                lambda c=cfg: _launch(kind, nprog, sargs, c, consts), warmup=5, rep=25, return_mode="median"
+            )
         except Exception as e:  # a configuration that does not compile or fit is skipped, not fatal
             times[cfg] = float("inf")
             err = e
@@ -504,9 +506,14 @@ def _check(
     dev = xq.device
     for name, t in state.tensors().items():
         if tuple(t.shape) != want[name]:
-            _fail(f"state.{name} has shape {tuple(t.shape)}, expected {want[name]} for TTT-{kind} with xq {tuple(xq.shape)}")
+            _fail(
+                f"state.{name} has shape {tuple(t.shape)}, expected {want[name]} for TTT-{kind} with xq {tuple(xq.shape)}"
+            )
         if t.dtype != torch.float32:
-            _fail(f"state.{name} is {t.dtype}: the kernels keep the state in fp32 (fp64: use the reference backend)", TypeError)
+            _fail(
+                f"state.{name} is {t.dtype}: the kernels keep the state in fp32 (fp64: use the reference backend)",
+                TypeError,
+            )
         if not t.is_contiguous():
             _fail(f"state.{name} is not contiguous; the kernels index the cache buffers directly")
         if t.device != dev:
@@ -523,8 +530,19 @@ def _check(
     if tuple(tau.shape) != (mb,):
         _fail(f"tau must be [{mb}] (one scale per mini-batch position), got {tuple(tau.shape)}")
     if position.numel() != 1 or position.dtype not in (torch.int64, torch.int32):
-        _fail(f"position must be a one-element int64 tensor, got {position.dtype} of shape {tuple(position.shape)}", TypeError)
-    for name, t in (("xk", xk), ("xv", xv), ("lr", lr), ("ln_w", ln_w), ("ln_b", ln_b), ("tau", tau), ("position", position)):
+        _fail(
+            f"position must be a one-element int64 tensor, got {position.dtype} of shape {tuple(position.shape)}",
+            TypeError,
+        )
+    for name, t in (
+        ("xk", xk),
+        ("xv", xv),
+        ("lr", lr),
+        ("ln_w", ln_w),
+        ("ln_b", ln_b),
+        ("tau", tau),
+        ("position", position),
+    ):
         if t.device != dev:
             _fail(f"{name} is on {t.device}, xq on {dev}")
     if _interpreting():
