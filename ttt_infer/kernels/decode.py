@@ -21,8 +21,9 @@ reference's dtype.
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests) with a fixed configuration. On a GPU
 the first call for each (layer type, B * nh, dtype) times the num_warps candidates on scratch rows
 (the live state is only read) and keeps the fastest; make that call before a CUDA graph capture.
-The candidates are structural variants too (several heads per program for TTT-Linear, the hidden
-axis streamed in chunks for TTT-MLP). TTT_DECODE_CONFIG=variant:num_warps[:n] forces one.
+Two structural variants exist as opt-in experiments (several heads per program for TTT-Linear, the
+hidden axis streamed in chunks for TTT-MLP; both measured slower on the H200, docs/perf-notes.md):
+TTT_DECODE_CONFIG="linear=mh:4:4,mlp=chunk:4:64" (variant:num_warps[:n] per layer type) forces one.
 """
 
 from __future__ import annotations
