@@ -241,6 +241,9 @@ def test_reference_candidate_passes_with_curves():
         rf = res[phase]["ref_vs_fp64"]
         assert len(rf["tv"]) == T and min(rf["tv"]) > 0  # bf16 differs from fp64 at every step
         assert res[phase]["error"]["ratio"] == pytest.approx(1.0)
+    # reference prefill of the stream vs its decode: two algorithms, so in bf16 close but not equal
+    nf = res["noise_floor"]["summary"]
+    assert len(res["noise_floor"]["tv"]) == 24 and 0 < nf["tv_mean"] < 0.05
     assert res["chain"]["prompt_len"] == 17 and res["chain"]["steps"] == 24
     assert res["graph"]["status"] == NOT_RUN
 

@@ -7,6 +7,8 @@ pair is compared:
   dashdot  the same pair, the seed's "TV" (mean over the batch of max |p - p'|), top panel only
   dashed   candidate vs the float64 reference
   dotted   the same-dtype reference vs the float64 reference
+  faint    (decode only) the reference's dual-form prefill of the decode stream vs its primal-form decode,
+           same dtype: how far apart two correct implementations in that precision are
 
 Input: `results[layer][dtype][phase][pair]` with `pair` in PAIRS and each a dict holding the curves
 "tv", "seed_tv", "token_diff" (lists of fractions, one per time step), as run.py writes them.
@@ -59,6 +61,12 @@ def _draw(ax_tv, ax_tok, by_dtype: Mapping[str, Mapping], phase: str, candidate:
                 ax_tv.plot(
                     steps, [100 * v for v in cur["seed_tv"]], "-.", color=color, lw=0.8, label=f"{lab} (seed TV)"
                 )
+        nf = phases.get("noise_floor") if phase == "decode" else None
+        if nf:  # the reference's dual-form prefill vs its primal decode, same dtype (informational)
+            steps = range(len(nf["tv"]))
+            lab = f"{dtype}: ref prefill vs ref decode (noise floor)"
+            ax_tv.plot(steps, [100 * v for v in nf["tv"]], "-", color=color, lw=0.6, alpha=0.35, label=lab)
+            ax_tok.plot(steps, [100 * v for v in nf["token_diff"]], "-", color=color, lw=0.6, alpha=0.35, label=lab)
     ax_tv.set_ylabel("total variation (%)")
     ax_tok.set_ylabel("differing tokens (%)")
     ax_tok.set_xlabel("time step" if phase == "prefill" else "decode step")

@@ -285,7 +285,10 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
         Lr = timed(f"{dname}.ref.prefill", prefill, model, ids)
         Dr = timed(f"{dname}.ref.decode", decode, model, stream, f"{layer} {dname} ref decode", pg)
         Cr = timed(f"{dname}.ref.chain", chain, model, ids[:, :tp], stream[:, :steps])
-        res: dict = {}
+        # informational noise floor: the reference against itself by its other algorithm, same dtype
+        # (dual-form prefill of the decode stream vs the primal-form decode steps): how far apart two
+        # correct implementations in this precision are
+        res: dict = {"noise_floor": _pair(prefill(model, stream), Dr, ch)}
         try:
             model.backend = vc.candidate
             Lc = timed(f"{dname}.cand.prefill", prefill, model, ids)
@@ -373,6 +376,11 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
 
 
 def _print_layer_dtype(log, layer: str, dname: str, res: dict) -> None:
+    nf = res["noise_floor"]["summary"]
+    log(
+        f"[{layer} {dname}] noise floor (reference dual-form prefill vs primal decode of the stream, same dtype): "
+        f"tokens {100 * nf['token_diff_mean']:.3f}% (mean), TV {100 * nf['tv_max']:.4f}% (max)"
+    )
     for phase in ("prefill", "decode"):
         cr, cf, rf = (res[phase][p]["summary"] for p in ("cand_vs_ref", "cand_vs_fp64", "ref_vs_fp64"))
         e = res[phase]["error"]
