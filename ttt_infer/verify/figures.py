@@ -79,15 +79,17 @@ def phase_figure(
     by_dtype: Mapping[str, Mapping], layer: str, phase: str, path: str | Path, candidate: str, reference: str
 ) -> Path:
     """One of the four figures: `by_dtype[dtype][phase][pair]` curves -> PNG at `path`."""
-    fig, (ax_tv, ax_tok) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (ax_tv, ax_tok) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
     _draw(ax_tv, ax_tok, by_dtype, phase, candidate, reference)
     ax_tv.set_title(f"{LAYER_TITLES.get(layer, layer)} {phase}")
-    if ax_tv.get_legend_handles_labels()[0]:
-        ax_tv.legend(fontsize=7, loc="upper left")
+    handles, labels = ax_tv.get_legend_handles_labels()
+    if handles:  # below the panels, so that it hides no curve
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, 0.025))
     else:  # nothing ran for this layer type (e.g. the candidate raised): say so on the figure
         ax_tv.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax_tv.transAxes)
     fig.text(0.5, 0.005, _legend_note(candidate, reference), ha="center", va="bottom", fontsize=7)
-    fig.tight_layout(rect=(0, 0.025, 1, 1))
+    rows = (len(labels) + 1) // 2
+    fig.tight_layout(rect=(0, 0.03 + 0.022 * rows, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -103,7 +105,11 @@ def combined_figure(results: Mapping[str, Mapping], path: str | Path, candidate:
             ax_tv, ax_tok = axes[2 * li, pi], axes[2 * li + 1, pi]
             _draw(ax_tv, ax_tok, results[layer], phase, candidate, reference)
             ax_tv.set_title(f"{LAYER_TITLES.get(layer, layer)} {phase}")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
+    seen: dict = {}  # every label once, from all panels (the noise floor is drawn in decode panels only)
+    for ax in axes[0::2].flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(lab, h)
+    handles, labels = list(seen.values()), list(seen)
     if handles:
         fig.legend(
             handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.02)
