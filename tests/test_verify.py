@@ -319,3 +319,8 @@ def test_cli_checkpoint_directories(tmp_path):
     # two checkpoints of one layer type, or size overrides with a checkpoint: bad arguments
     assert main([*args, "--checkpoint", str(tmp_path / "mlp"), "--checkpoint", str(tmp_path / "mlp")]) == 2
     assert main([*args, "--checkpoint", str(tmp_path / "mlp"), "--vocab-size", "256"]) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
+def test_cli_cuda_without_gpu_exits_2(tmp_path):
+    assert main([*TINY_ARGS, "--device", "cuda", "--out", str(tmp_path)]) == 2
