@@ -283,6 +283,8 @@ def test_cli_failing_threshold_exits_1(tmp_path, capsys):
         ["--batch", "0"],
         ["--chain-steps", "100"],
         ["--max-tv", "-1"],
+        ["--config", "2b"],
+        ["--hidden-size", "65"],
         ["--checkpoint", "/nonexistent", "--num-layers", "1"],
     ],
 )

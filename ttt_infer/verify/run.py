@@ -106,6 +106,11 @@ class VerifyConfig:
             raise ValueError(f"stream must be 'fp64' or 'random', got {self.stream!r}")
         if self.checkpoints and self.overrides:
             raise ValueError(f"config overrides {sorted(self.overrides)} only apply to random-init models")
+        if not self.checkpoints:  # the configs (not the models) now, so that a bad size fails at once
+            from ..config import TTTConfig
+
+            for lt in self.layer_types:
+                TTTConfig.standard(self.size, lt, self.backbone, **self.overrides)
         t = self.thresholds
         for name in ("max_token_diff", "max_tv", "max_error_ratio", "graph_atol"):
             v = getattr(t, name)
@@ -436,7 +441,7 @@ def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str]
 
     summary = summarize(False)
     for layer in layers:
-        results[layer] = verify_layer(vc, layer, factories[layer], checks, log)
+        results[layer] = verify_layer(vc, layer, factories.pop(layer), checks, log)  # pop: frees its weights
         summary = summarize(layer == layers[-1])
         if out_dir is not None:
             write_outputs(summary, out_dir, vc)
