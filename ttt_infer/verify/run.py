@@ -407,6 +407,11 @@ def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str]
     from ..env import collect_env
 
     vc.validate()
+    if out_dir is not None:  # the figures need matplotlib: find out now, not after the runs
+        try:
+            from . import figures  # noqa: F401
+        except ImportError as e:
+            raise ValueError(f"the figures need matplotlib ({e}): pip install 'ttt-infer[figures]'") from e
     model_mod.get_backend(vc.candidate)  # fail early (KernelsUnavailable) before the long fp64 runs
     factories = model_factories(vc)
     layers = list(factories) if vc.checkpoints else [lt for lt in vc.layer_types if lt in factories]
