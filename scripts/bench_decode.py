@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ttt_infer import TTTConfig, TTTForCausalLM  # noqa: E402
+from ttt_infer.bench.limits import events_ms, measure_copy_bandwidth  # noqa: E402
 from ttt_infer.env import collect_env  # noqa: E402
 from ttt_infer.kernels import decode  # noqa: E402
 from ttt_infer.kernels.graphs import CUDAGraphDecoder  # noqa: E402
@@ -31,29 +32,6 @@ from ttt_infer.ttt.ops import ReferenceBackend  # noqa: E402
 
 PASSES = 1.0 + 1.0 / 16  # state passes per token (MATH.md "Decode traffic")
 MB = 16
-
-
-def events_ms(fn, iters: int) -> list[float]:
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    for s, e in zip(starts, ends, strict=True):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
-
-
-def copy_bandwidth(gib: float = 4.0) -> float:
-    """Bytes read + written per second of a large device-to-device copy (median of 10)."""
-    n = int(gib * 2**30) // 4
-    src = torch.rand(n, device="cuda")
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    ms = statistics.median(events_ms(lambda: dst.copy_(src), 10))
-    src = dst = None  # free before the benchmarks
-    torch.cuda.empty_cache()
-    return 2 * n * 4 / (ms / 1e3)
 
 
 def state_bytes_per_head(kind: str, f: int = 64) -> int:
@@ -237,7 +215,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = collect_env()
-    bw = copy_bandwidth()
+    bw = measure_copy_bandwidth(gib=4.0)
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s (read + write)", flush=True)
     rows = []
 

@@ -84,7 +84,8 @@ def ttt_limits(cfg: TTTConfig, weight_bytes_per_param: int = 2) -> dict:
     }
 
 
-def _median_ms(fn, iters: int) -> float:
+def events_ms(fn, iters: int) -> list[float]:
+    """Device time of `iters` calls of fn, each between two CUDA events (milliseconds)."""
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     for s, e in zip(starts, ends, strict=True):
@@ -92,20 +93,27 @@ def _median_ms(fn, iters: int) -> float:
         fn()
         e.record()
     torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
+    return [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
+
+
+def measure_copy_bandwidth(device: str = "cuda", gib: float = 2.0, iters: int = 10) -> float:
+    """Bytes read + written per second of a large device-to-device copy (median), random data."""
+    numel = int(gib * 2**30) // 4
+    src = torch.rand(numel, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = statistics.median(events_ms(lambda: dst.copy_(src), iters))
+    src = dst = None  # free before what runs next
+    torch.cuda.empty_cache()
+    return 2 * numel * 4 / (ms / 1e3)
 
 
 def measure_ceilings(device: str = "cuda", copy_gib: float = 2.0, n: int = 8192, iters: int = 10) -> Ceilings:
     """Measure a large device-to-device copy (bytes read + written) and an n^3 bf16 matmul, random data."""
-    numel = int(copy_gib * 2**30) // 4
-    src = torch.rand(numel, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    copy_ms = _median_ms(lambda: dst.copy_(src), iters)
-    src = dst = None  # free before the matmul
+    copy = measure_copy_bandwidth(device, copy_gib, iters)
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    mm_ms = _median_ms(lambda: a @ b, iters)
-    return Ceilings(copy_bytes_per_s=2 * numel * 4 / (copy_ms / 1e3), matmul_flops_per_s=2 * n**3 / (mm_ms / 1e3))
+    mm_ms = statistics.median(events_ms(lambda: a @ b, iters))
+    return Ceilings(copy_bytes_per_s=copy, matmul_flops_per_s=2 * n**3 / (mm_ms / 1e3))
