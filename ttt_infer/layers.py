@@ -22,10 +22,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """weight * (x / rms(x)) with the statistics and the scaling in >= fp32, rounded once to x's dtype."""
         acc = state_dtype(x.dtype)
-        y = x.to(acc)
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * y.to(x.dtype)
+        # one reduction that reads x once, accumulating in acc (no fp32 copy of x)
+        ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=acc).square() / x.shape[-1]
+        return self.weight * (x * torch.rsqrt(ms + self.eps)).to(x.dtype)
 
 
 class SwiGLU(nn.Module):
@@ -76,15 +77,18 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor
 
     This is ttt-lm-pytorch's permute_qk -> rotate_half RoPE -> undo_permute_qk, written directly.
     x [B, nh, T, f], positions [T] (already reduced mod the mini-batch size).
+    Pairs are rotated as complex numbers (x_2i + i x_2i+1) * e^(i angle), in >= fp32; the result is
+    returned contiguous in x's dtype (one pass to widen, one to rotate, one to narrow).
     """
     f = x.shape[-1]
     acc = state_dtype(x.dtype)
     inv_freq = 1.0 / theta ** (torch.arange(0, f, 2, dtype=torch.float64, device=x.device) / f)
     ang = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [T, f/2]
-    cos, sin = ang.cos().to(acc), ang.sin().to(acc)
-    x0, x1 = x.to(acc)[..., 0::2], x.to(acc)[..., 1::2]
-    y = torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
-    return y.to(x.dtype)
+    rot = torch.polar(torch.ones_like(ang), ang).to(torch.complex128 if acc == torch.float64 else torch.complex64)
+    wide = torch.empty(x.shape, dtype=acc, device=x.device).copy_(x)  # widen + make contiguous in one pass
+    pairs = torch.view_as_complex(wide.unflatten(-1, (f // 2, 2)))  # [..., T, f/2]
+    y = torch.view_as_real(pairs * rot).flatten(-2)
+    return y.to(x.dtype, memory_format=torch.contiguous_format)
 
 
 class TTTLayer(nn.Module):
@@ -186,9 +190,9 @@ class TTTLayer(nn.Module):
             seqlen % b,
             position,
         )  # [B, nh, T, f]
-        out = out.transpose(1, 2).reshape(B, T, C)
-        out = F.layer_norm(out.to(acc), (C,), self.post_norm.weight.to(acc), self.post_norm.bias.to(acc), LN_EPS)
-        out = out.to(x.dtype)
+        out = out.transpose(1, 2).reshape(B, T, C).to(x.dtype)
+        # statistics in fp32 inside the kernel for 16-bit inputs, one rounding at the output
+        out = F.layer_norm(out, (C,), self.post_norm.weight, self.post_norm.bias, LN_EPS)
         if self.config.use_gate:
             out = F.gelu(self.g_proj(x), approximate="tanh") * out
         return self.o_proj(out)
