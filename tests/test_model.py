@@ -40,13 +40,13 @@ def test_prefill_in_chunks_equals_prefill_at_once(layer_type):
 
 def test_rope_positions_restart_every_mini_batch(monkeypatch):
     seen = []
-    real = layers.rope
+    real = layers.rope_rotation
 
-    def spy(x, positions, theta):
+    def spy(positions, f, theta, dtype):
         seen.append(positions.tolist())
-        return real(x, positions, theta)
+        return real(positions, f, theta, dtype)
 
-    monkeypatch.setattr(layers, "rope", spy)
+    monkeypatch.setattr(layers, "rope_rotation", spy)
     model = tiny_model("linear", "transformer", num_hidden_layers=1)
     cache = model.new_cache(1)
     model(torch.randint(0, VOCAB, (1, 37)), cache)

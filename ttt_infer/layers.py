@@ -72,23 +72,31 @@ class ConvBlock(nn.Module):
         return y
 
 
+def rope_rotation(positions: torch.Tensor, f: int, theta: float, dtype: torch.dtype) -> torch.Tensor:
+    """e^(i pos theta^(-2i/f)) for i < f/2: [T, f/2], complex of `dtype`'s precision (cos/sin in fp64)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, f, 2, dtype=torch.float64, device=positions.device) / f)
+    ang = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    return torch.polar(torch.ones_like(ang), ang).to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+
+
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate the interleaved pairs (x_2i, x_2i+1) of x [..., T, f] as complex numbers by rot [T, f/2].
+
+    Computed in >= fp32; returned contiguous in x's dtype (one pass to widen, one to rotate, one to narrow).
+    """
+    f = x.shape[-1]
+    wide = torch.empty(x.shape, dtype=state_dtype(x.dtype), device=x.device).copy_(x)  # widen + make contiguous
+    y = torch.view_as_real(torch.view_as_complex(wide.unflatten(-1, (f // 2, 2))) * rot).flatten(-2)
+    return y.to(x.dtype, memory_format=torch.contiguous_format)
+
+
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary embedding on interleaved pairs (x_2i, x_2i+1), angle pos * theta^(-2i/f).
 
     This is ttt-lm-pytorch's permute_qk -> rotate_half RoPE -> undo_permute_qk, written directly.
     x [B, nh, T, f], positions [T] (already reduced mod the mini-batch size).
-    Pairs are rotated as complex numbers (x_2i + i x_2i+1) * e^(i angle), in >= fp32; the result is
-    returned contiguous in x's dtype (one pass to widen, one to rotate, one to narrow).
     """
-    f = x.shape[-1]
-    acc = state_dtype(x.dtype)
-    inv_freq = 1.0 / theta ** (torch.arange(0, f, 2, dtype=torch.float64, device=x.device) / f)
-    ang = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # [T, f/2]
-    rot = torch.polar(torch.ones_like(ang), ang).to(torch.complex128 if acc == torch.float64 else torch.complex64)
-    wide = torch.empty(x.shape, dtype=acc, device=x.device).copy_(x)  # widen + make contiguous in one pass
-    pairs = torch.view_as_complex(wide.unflatten(-1, (f // 2, 2)))  # [..., T, f/2]
-    y = torch.view_as_real(pairs * rot).flatten(-2)
-    return y.to(x.dtype, memory_format=torch.contiguous_format)
+    return apply_rope(x, rope_rotation(positions, x.shape[-1], theta, state_dtype(x.dtype)))
 
 
 class TTTLayer(nn.Module):
@@ -174,8 +182,8 @@ class TTTLayer(nn.Module):
 
         # positions from the device tensor, so that a captured CUDA graph reads them at replay
         pos = (position + torch.arange(T, device=x.device)) % b
-        XQ = rope(heads(XQ), pos, self.config.rope_theta).contiguous()
-        XK = rope(heads(XK), pos, self.config.rope_theta).contiguous()
+        rot = rope_rotation(pos, f, self.config.rope_theta, state_dtype(x.dtype))  # shared by Q and K
+        XQ, XK = apply_rope(heads(XQ), rot), apply_rope(heads(XK), rot)
         XV = heads(XV).contiguous()
         acc = state_dtype(x.dtype)
         out = backend.inner(
