@@ -19,7 +19,10 @@ T0=$(date +%s)
 done_step() { local rc=$?; echo "[$(( $(date +%s) - T0 )) s] $1 rc=$rc"; }
 python3 -m ttt_infer.cli env > "$OUT/env.txt" 2>&1
 python3 -m ttt_infer.kernels.build > "$OUT/build.log" 2>&1; done_step build
-timeout "${TESTS_S:-110}" python3 -m pytest -v -p no:cacheprovider --timeout=45 -m gpu tests/gpu > "$OUT/gpu_tests.log" 2>&1
+# the kernels first: prefill, decode, graphs; then the baselines
+timeout "${TESTS_S:-180}" python3 -m pytest -v -p no:cacheprovider --timeout=45 -m gpu \
+  tests/gpu/test_prefill.py tests/gpu/test_decode_gpu.py tests/gpu/test_verify_gpu.py tests/gpu/test_baselines_gpu.py \
+  > "$OUT/gpu_tests.log" 2>&1
 done_step "gpu tests"; grep -E "passed|failed" "$OUT/gpu_tests.log" | tail -2; grep -E "^FAILED|^ERROR" "$OUT/gpu_tests.log" | head -8
 timeout "${BENCH_S:-250}" python3 -m ttt_infer.cli bench --out "$OUT/bench.jsonl" --backends kernels \
   --prefill-lens 2048,8192,32768 --pd-prompt-lens 2048,8192 --repeats 2 --no-progress > "$OUT/bench.log" 2>&1

@@ -13,6 +13,11 @@ LLAMA = dict(num_layers=2, vocab_size=1000)  # 1.3B widths (2048, 32 heads, ffn 
 MAMBA = dict(n_layers=2, vocab_size=1000)  # 1.3B widths (2048, 64 heads of 64, d_state 128), two layers
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)  # reproducible inputs: a bf16 tolerance failure can be rerun as it was
+
+
 def _generate(bench, ids, steps):
     bench.prefill(ids, max_new_tokens=steps)
     fed, logits = [], [bench.last_logits.float().clone()]
