@@ -35,7 +35,8 @@ def _log(rec: dict) -> None:
 
 def _prefill(st, ins, T, upcast, fn=reference.dual_forward):
     xq, xk, xv, lr, ln_w, ln_b, tau = ins
-    xs = (xq[:, :, :T], xk[:, :, :T], xv[:, :, :T], lr[:, :, :T], ln_w, ln_b, tau)
+    # contiguous prompt slices: the TK prefill takes only contiguous inputs (as the model passes them)
+    xs = tuple(t[:, :, :T].contiguous() for t in (xq, xk, xv, lr)) + (ln_w, ln_b, tau)
     if upcast:
         xs = tuple(x.double() for x in xs)
     fn(st, *xs, start=0)
