@@ -66,10 +66,14 @@ def check_tensors(
     ]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing tensor(s): " + ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else ""))
+        problems.append(
+            f"{len(missing)} missing tensor(s): " + ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "")
+        )
     if unexpected:
         problems.append(
-            f"{len(unexpected)} unexpected tensor(s): " + ", ".join(unexpected[:12]) + (" ..." if len(unexpected) > 12 else "")
+            f"{len(unexpected)} unexpected tensor(s): "
+            + ", ".join(unexpected[:12])
+            + (" ..." if len(unexpected) > 12 else "")
         )
     if shapes:
         problems.append("wrong shape(s): " + "; ".join(shapes[:12]))

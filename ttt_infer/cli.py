@@ -63,7 +63,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         ids = [int(t) for t in args.prompt_ids.split(",")]
         prompt = torch.tensor([ids] * args.batch_size, device=args.device)
     else:
-        prompt = torch.randint(0, model.config.vocab_size, (args.batch_size, args.prompt_len), generator=g, device=args.device)
+        prompt = torch.randint(
+            0, model.config.vocab_size, (args.batch_size, args.prompt_len), generator=g, device=args.device
+        )
     if int(prompt.max()) >= model.config.vocab_size or int(prompt.min()) < 0:
         raise SystemExit(f"error: token ids must be in [0, {model.config.vocab_size})")
     out = model.generate(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, generator=g)

@@ -21,12 +21,16 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """weight * (x / rms(x)) with the statistics and the scaling in >= fp32, rounded once to x's dtype."""
-        acc = state_dtype(x.dtype)
-        # one reduction that reads x once, accumulating in acc (no fp32 copy of x)
-        ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=acc).square() / x.shape[-1]
-        return self.weight * (x * torch.rsqrt(ms + self.eps)).to(x.dtype)
+    def forward(self, x: torch.Tensor, glue: Glue | None = None) -> torch.Tensor:
+        return (glue or TORCH_GLUE).rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """weight * (x / rms(x)) with the statistics and the scaling in >= fp32, rounded once to x's dtype."""
+    acc = state_dtype(x.dtype)
+    # one reduction that reads x once, accumulating in acc (no fp32 copy of x)
+    ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=acc).square() / x.shape[-1]
+    return weight * (x * torch.rsqrt(ms + eps)).to(x.dtype)
 
 
 class SwiGLU(nn.Module):
@@ -36,8 +40,8 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor, glue: Glue | None = None) -> torch.Tensor:
+        return self.down_proj((glue or TORCH_GLUE).silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
 def depthwise_conv1d(kernel: int, channels: int) -> nn.Conv1d:
@@ -50,26 +54,24 @@ def causal_conv(x: torch.Tensor, conv: nn.Conv1d, history: torch.Tensor) -> torc
     return F.conv1d(xt, conv.weight, conv.bias, groups=conv.groups).transpose(1, 2)
 
 
-def push_history(state: ConvState, x: torch.Tensor) -> None:
-    """Keep the last k-1 inputs of x [B, T, C] in the history [B, C, k-1]."""
-    k1 = state.history.shape[2]
-    xt = torch.cat([state.history, x.transpose(1, 2).to(state.history.dtype)], dim=2)
-    state.history.copy_(xt[:, :, xt.shape[2] - k1 :])
+def push_history(history: torch.Tensor, x: torch.Tensor) -> None:
+    """Keep the last k-1 inputs of x [B, T, C] in the history [B, C, k-1] (in place)."""
+    k1 = history.shape[2]
+    xt = torch.cat([history, x.transpose(1, 2).to(history.dtype)], dim=2)
+    history.copy_(xt[:, :, xt.shape[2] - k1 :])
 
 
 class ConvBlock(nn.Module):
-    """The Mamba backbone's pre-conv: conv(RMSNorm(x)), added to the residual by the block."""
+    """The Mamba backbone's pre-conv: x + conv(RMSNorm(x))."""
 
     def __init__(self, config: TTTConfig) -> None:
         super().__init__()
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.conv = depthwise_conv1d(config.conv_kernel, config.hidden_size)
 
-    def forward(self, x: torch.Tensor, state: ConvState) -> torch.Tensor:
-        h = self.norm(x)
-        y = causal_conv(h, self.conv, state.history)
-        push_history(state, h)
-        return y
+    def forward(self, x: torch.Tensor, state: ConvState, glue: Glue | None = None) -> torch.Tensor:
+        glue = glue or TORCH_GLUE
+        return glue.causal_conv(self.norm(x, glue), self.conv, state.history, residual=x)
 
 
 def rope_rotation(positions: torch.Tensor, f: int, theta: float, dtype: torch.dtype) -> torch.Tensor:
@@ -142,16 +144,20 @@ class TTTLayer(nn.Module):
         )
 
     def token_scale(self, dtype: torch.dtype) -> torch.Tensor:
-        """tau_i = max(0, 1/i + beta_i), i = 1..b: [b]."""
-        i = torch.arange(1, self.mini_batch_size + 1, dtype=dtype, device=self.W1.device)
-        return (1.0 / i + self.learnable_token_idx.to(dtype)).clamp_min(0.0)
+        """tau_i = max(0, 1/i + beta_i), i = 1..b: [b]. Cached until the parameter changes (a decode step
+        would otherwise spend four tiny kernels a layer on it)."""
+        beta = self.learnable_token_idx
+        key = (beta._version, beta.data_ptr(), beta.device, dtype)
+        if getattr(self, "_tau_key", None) != key:
+            i = torch.arange(1, self.mini_batch_size + 1, dtype=dtype, device=beta.device)
+            self._tau = (1.0 / i + beta.detach().to(dtype)).clamp_min(0.0)
+            self._tau_key = key
+        return self._tau
 
-    def learning_rate(self, x: torch.Tensor) -> torch.Tensor:
-        """lr_j = base_lr * sigmoid(x_j . w_h + c_h) / f: [B, nh, T] in the state dtype."""
-        acc = state_dtype(x.dtype)
-        w = self.learnable_ttt_lr_weight.reshape(self.num_heads, -1).to(acc)  # [nh, C]
-        logits = x.to(acc) @ w.T + self.learnable_ttt_lr_bias.reshape(-1).to(acc)  # [B, T, nh]
-        return (self.config.ttt_base_lr * torch.sigmoid(logits) / self.head_dim).transpose(1, 2).contiguous()
+    def learning_rate(self, x: torch.Tensor, glue: Glue | None = None) -> torch.Tensor:
+        """lr_j = base_lr / f * sigmoid(x_j . w_h + c_h): [B, nh, T] in the state dtype."""
+        w, c = self.learnable_ttt_lr_weight.reshape(self.num_heads, -1), self.learnable_ttt_lr_bias.reshape(-1)
+        return (glue or TORCH_GLUE).lr_gate(x, w, c, self.config.ttt_base_lr / self.head_dim)
 
     def forward(
         self,
@@ -168,39 +174,85 @@ class TTTLayer(nn.Module):
         """
         B, T, C = x.shape
         nh, f, b = self.num_heads, self.head_dim, self.mini_batch_size
+        glue = getattr(backend, "glue", None) or TORCH_GLUE
         if self.config.share_qk:
-            xq = self.q_proj(x)
-            XQ = causal_conv(xq, self.conv_q, qk_conv.history)
-            XK = causal_conv(xq, self.conv_k, qk_conv.history)
-            push_history(qk_conv, xq)
+            XQ, XK = glue.qk_conv_rope(
+                self.q_proj(x), self.conv_q, self.conv_k, qk_conv.history, position, nh, self.config.rope_theta, b
+            )
         else:
-            XQ, XK = self.q_proj(x), self.k_proj(x)
-        XV = self.v_proj(x)
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, nh, T, f]
-            return t.reshape(B, T, nh, f).transpose(1, 2)
-
-        # positions from the device tensor, so that a captured CUDA graph reads them at replay
-        pos = (position + torch.arange(T, device=x.device)) % b
-        rot = rope_rotation(pos, f, self.config.rope_theta, state_dtype(x.dtype))  # shared by Q and K
-        XQ, XK = apply_rope(heads(XQ), rot), apply_rope(heads(XK), rot)
-        XV = heads(XV).contiguous()
+            XQ, XK = (
+                TORCH_GLUE.rope_heads(p(x), position, nh, self.config.rope_theta, b) for p in (self.q_proj, self.k_proj)
+            )
+        XV = self.v_proj(x).reshape(B, T, nh, f).transpose(1, 2).contiguous()  # [B, nh, T, f]
         acc = state_dtype(x.dtype)
+        lr = self.learning_rate(x, glue)
         out = backend.inner(
-            state,
-            XQ,
-            XK,
-            XV,
-            self.learning_rate(x),
-            self.ttt_norm_weight,
-            self.ttt_norm_bias,
-            self.token_scale(acc),
-            seqlen % b,
-            position,
+            state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), seqlen % b, position
         )  # [B, nh, T, f]
-        out = out.transpose(1, 2).reshape(B, T, C).to(x.dtype)
+        gate = self.g_proj(x) if self.config.use_gate else None
+        return self.o_proj(glue.post_gate(out, gate, self.post_norm, LN_EPS, x.dtype))
+
+
+class TorchGlue:
+    """The PyTorch reference for the work around the TTT op (`kernels.glue.TritonGlue` fuses each method)."""
+
+    name = "torch"
+
+    rms_norm = staticmethod(rms_norm)
+
+    @staticmethod
+    def causal_conv(x: torch.Tensor, conv: nn.Conv1d, history: torch.Tensor,
+                    residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """residual + conv(x) continuing after `history` [B, C, k-1] (advanced past x in place): [B, T, C]."""
+        y = causal_conv(x, conv, history)
+        push_history(history, x)
+        return y if residual is None else residual + y
+
+    @staticmethod
+    def rope_heads(
+        x: torch.Tensor, position: torch.Tensor, num_heads: int, theta: float, mini_batch: int
+    ) -> torch.Tensor:
+        """RoPE at (position + t) mod mini_batch of x [B, T, C] in the head layout [B, nh, T, f], contiguous."""
+        B, T, C = x.shape
+        pos = (position + torch.arange(T, device=x.device)) % mini_batch
+        heads = x.reshape(B, T, num_heads, C // num_heads).transpose(1, 2)
+        return apply_rope(heads, rope_rotation(pos, C // num_heads, theta, state_dtype(x.dtype)))
+
+    @staticmethod
+    def qk_conv_rope(x: torch.Tensor, conv_q: nn.Conv1d, conv_k: nn.Conv1d, history: torch.Tensor,
+                     position: torch.Tensor, num_heads: int, theta: float,
+                     mini_batch: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """XQ, XK = RoPE(conv_q(x)), RoPE(conv_k(x)) [B, nh, T, f]; one rotation shared by both."""
+        B, T, C = x.shape
+        f = C // num_heads
+        q, k = causal_conv(x, conv_q, history), causal_conv(x, conv_k, history)
+        push_history(history, x)
+        # positions from the device tensor, so that a captured CUDA graph reads them at replay
+        pos = (position + torch.arange(T, device=x.device)) % mini_batch
+        rot = rope_rotation(pos, f, theta, state_dtype(x.dtype))
+        return tuple(apply_rope(t.reshape(B, T, num_heads, f).transpose(1, 2), rot) for t in (q, k))
+
+    @staticmethod
+    def lr_gate(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+        """scale * sigmoid(x . weight[h] + bias[h]) in >= fp32: x [B, T, C], weight [nh, C] -> [B, nh, T]."""
+        acc = state_dtype(x.dtype)
+        logits = x.to(acc) @ weight.to(acc).T + bias.to(acc)  # [B, T, nh]
+        return (scale * torch.sigmoid(logits)).transpose(1, 2).contiguous()
+
+    @staticmethod
+    def post_gate(o: torch.Tensor, gate: torch.Tensor | None, ln: nn.LayerNorm, eps: float,
+                  dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
+        """gelu_tanh(gate) * LayerNorm(o): o [B, nh, T, f] -> [B, T, nh * f] of dtype."""
+        B, nh, T, f = o.shape
+        out = o.transpose(1, 2).reshape(B, T, nh * f).to(dtype)
         # statistics in fp32 inside the kernel for 16-bit inputs, one rounding at the output
-        out = F.layer_norm(out, (C,), self.post_norm.weight, self.post_norm.bias, LN_EPS)
-        if self.config.use_gate:
-            out = F.gelu(self.g_proj(x), approximate="tanh") * out
-        return self.o_proj(out)
+        out = F.layer_norm(out, (nh * f,), ln.weight, ln.bias, eps)
+        return out if gate is None else F.gelu(gate, approximate="tanh") * out
+
+    @staticmethod
+    def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.silu(a) * b
+
+
+TORCH_GLUE = TorchGlue()
+Glue = TorchGlue  # the interface: kernels.glue.TritonGlue has the same methods

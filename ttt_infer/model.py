@@ -24,13 +24,14 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cache: ModelCache, i: int, backend: Backend) -> torch.Tensor:
+        glue = getattr(backend, "glue", None)  # fused kernels for the work around the TTT op, if the backend has them
         if cache.pre_conv is not None:
-            x = x + self.conv(x, cache.pre_conv[i])
+            x = self.conv(x, cache.pre_conv[i], glue)  # x + conv(norm(x))
         qk_conv = cache.qk_conv[i] if cache.qk_conv is not None else None
         x = x + self.seq_modeling_block(
-            self.seq_norm(x), cache.ttt[i], qk_conv, cache.seqlen, cache.position, backend
+            self.seq_norm(x, glue), cache.ttt[i], qk_conv, cache.seqlen, cache.position, backend
         )
-        return x + self.mlp(self.ffn_norm(x))
+        return x + self.mlp(self.ffn_norm(x, glue), glue)
 
 
 class TTTModel(nn.Module):
@@ -125,7 +126,7 @@ class TTTForCausalLM(nn.Module):
         cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.model.norm(x)).to(state_dtype(self.dtype))
+        return self.lm_head(self.model.norm(x, getattr(self._backend, "glue", None))).to(state_dtype(self.dtype))
 
     def decode_step(self, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
         """One token per sequence, tokens [B] -> logits [B, vocab]."""

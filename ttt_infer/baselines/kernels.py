@@ -23,9 +23,25 @@ import triton.language as tl
 
 
 @triton.jit
-def _rope_qkv_kernel(qkv, q_out, k_out, v_out, start_ptr, T, stride_row,
-                     sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, log2_theta,
-                     H: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr):
+def _rope_qkv_kernel(
+    qkv,
+    q_out,
+    k_out,
+    v_out,
+    start_ptr,
+    T,
+    stride_row,
+    sq_b,
+    sq_t,
+    sq_h,
+    sk_b,
+    sk_t,
+    sk_h,
+    log2_theta,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    HALF: tl.constexpr,
+):
     row = tl.program_id(0)
     h = tl.program_id(1)
     b = row // T
@@ -53,17 +69,32 @@ def _rope_qkv_kernel(qkv, q_out, k_out, v_out, start_ptr, T, stride_row,
     tl.store(v_out + off + HALF + i, v2)
 
 
-def rope_qkv(qkv: torch.Tensor, q_out: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor,
-             start: torch.Tensor, theta: float) -> None:
+def rope_qkv(
+    qkv: torch.Tensor, q_out: torch.Tensor, k_out: torch.Tensor, v_out: torch.Tensor, start: torch.Tensor, theta: float
+) -> None:
     """qkv [B, T, 3*H*D] (rows contiguous); q_out [B, T, H, D]; k_out/v_out [B, H, S, D] (or any strides
     with a unit last stride) receive rotated k and v at positions start + t; start: int64 [1] tensor."""
     B, T, H, D = q_out.shape
     assert qkv.stride(-1) == 1 and qkv.shape[-1] == 3 * H * D and qkv.stride(0) == T * qkv.stride(1)
     assert k_out.stride() == v_out.stride() and k_out.stride(-1) == 1 and q_out.stride(-1) == 1
     _rope_qkv_kernel[(B * T, H)](
-        qkv, q_out, k_out, v_out, start, T, qkv.stride(1),
-        q_out.stride(0), q_out.stride(1), q_out.stride(2), k_out.stride(0), k_out.stride(2), k_out.stride(1),
-        math.log2(theta), H=H, D=D, HALF=D // 2,
+        qkv,
+        q_out,
+        k_out,
+        v_out,
+        start,
+        T,
+        qkv.stride(1),
+        q_out.stride(0),
+        q_out.stride(1),
+        q_out.stride(2),
+        k_out.stride(0),
+        k_out.stride(2),
+        k_out.stride(1),
+        math.log2(theta),
+        H=H,
+        D=D,
+        HALF=D // 2,
     )
 
 
@@ -89,8 +120,9 @@ def silu_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _conv_step_kernel(zxbcdt, state, w, bias, out, stride_zx, col0, C,
-                      W1: tl.constexpr, WP: tl.constexpr, BD: tl.constexpr):
+def _conv_step_kernel(
+    zxbcdt, state, w, bias, out, stride_zx, col0, C, W1: tl.constexpr, WP: tl.constexpr, BD: tl.constexpr
+):
     b = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BD + tl.arange(0, BD)
     m = offs < C
@@ -109,23 +141,40 @@ def _conv_step_kernel(zxbcdt, state, w, bias, out, stride_zx, col0, C,
     tl.store(sp, new.to(state.dtype.element_ty), mask=m[:, None] & mj[None, :])
 
 
-def mamba2_conv_step(zxbcdt: torch.Tensor, col0: int, state: torch.Tensor, weight: torch.Tensor,
-                     bias: torch.Tensor) -> torch.Tensor:
+def mamba2_conv_step(
+    zxbcdt: torch.Tensor, col0: int, state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
     """zxbcdt [B, *] (the conv input is columns col0:col0+C); state [B, C, W-1] (contiguous, updated in
     place); weight [C, W]; returns silu(conv) [B, C]."""
     B, C, W1 = state.shape
     assert state.is_contiguous() and weight.is_contiguous() and weight.shape == (C, W1 + 1) and zxbcdt.stride(-1) == 1
     out = zxbcdt.new_empty(B, C)
     BD = 256
-    _conv_step_kernel[(B, triton.cdiv(C, BD))](zxbcdt, state, weight, bias, out, zxbcdt.stride(0), col0, C,
-                                               W1=W1, WP=triton.next_power_of_2(W1), BD=BD)
+    _conv_step_kernel[(B, triton.cdiv(C, BD))](
+        zxbcdt, state, weight, bias, out, zxbcdt.stride(0), col0, C, W1=W1, WP=triton.next_power_of_2(W1), BD=BD
+    )
     return out
 
 
 @triton.jit
-def _ssd_step_kernel(xbc, zxbcdt, state, dt_bias, A_log, o, stride_xbc, stride_zx, dt_col, stride_o,
-                     H: tl.constexpr, G: tl.constexpr, N: tl.constexpr, P: tl.constexpr,
-                     NB: tl.constexpr, BP: tl.constexpr):
+def _ssd_step_kernel(
+    xbc,
+    zxbcdt,
+    state,
+    dt_bias,
+    A_log,
+    o,
+    stride_xbc,
+    stride_zx,
+    dt_col,
+    stride_o,
+    H: tl.constexpr,
+    G: tl.constexpr,
+    N: tl.constexpr,
+    P: tl.constexpr,
+    NB: tl.constexpr,
+    BP: tl.constexpr,
+):
     bh = tl.program_id(0).to(tl.int64)
     b = bh // H
     h = bh % H
@@ -150,8 +199,15 @@ def _ssd_step_kernel(xbc, zxbcdt, state, dt_bias, A_log, o, stride_xbc, stride_z
     tl.store(o + b * stride_o + h * P + offs_p, out.to(o.dtype.element_ty), mask=mp)
 
 
-def mamba2_ssd_step(xbc: torch.Tensor, zxbcdt: torch.Tensor, dt_col: int, state: torch.Tensor,
-                    dt_bias: torch.Tensor, A_log: torch.Tensor, ngroups: int) -> torch.Tensor:
+def mamba2_ssd_step(
+    xbc: torch.Tensor,
+    zxbcdt: torch.Tensor,
+    dt_col: int,
+    state: torch.Tensor,
+    dt_bias: torch.Tensor,
+    A_log: torch.Tensor,
+    ngroups: int,
+) -> torch.Tensor:
     """xbc [B, H*P + 2*G*N] (x | B | C, after the conv); dt_raw = zxbcdt[:, dt_col:dt_col+H];
     state [B, H, N, P] contiguous, updated in place; returns o = C h [B, H*P] (no D skip, no gate)."""
     B, H, N, P = state.shape
@@ -159,15 +215,31 @@ def mamba2_ssd_step(xbc: torch.Tensor, zxbcdt: torch.Tensor, dt_col: int, state:
     o = xbc.new_empty(B, H * P)
     BP = min(32, triton.next_power_of_2(P))
     _ssd_step_kernel[(B * H, triton.cdiv(P, BP))](
-        xbc, zxbcdt, state, dt_bias, A_log, o, xbc.stride(0), zxbcdt.stride(0), dt_col, o.stride(0),
-        H=H, G=ngroups, N=N, P=P, NB=triton.next_power_of_2(N), BP=BP, num_warps=4,
+        xbc,
+        zxbcdt,
+        state,
+        dt_bias,
+        A_log,
+        o,
+        xbc.stride(0),
+        zxbcdt.stride(0),
+        dt_col,
+        o.stride(0),
+        H=H,
+        G=ngroups,
+        N=N,
+        P=P,
+        NB=triton.next_power_of_2(N),
+        BP=BP,
+        num_warps=4,
     )
     return o
 
 
 @triton.jit
-def _gated_rmsnorm_kernel(o, x, z, Dp, w, y, stride_o, stride_x, stride_z, stride_y, E, eps,
-                          P: tl.constexpr, BLOCK: tl.constexpr):
+def _gated_rmsnorm_kernel(
+    o, x, z, Dp, w, y, stride_o, stride_x, stride_z, stride_y, E, eps, P: tl.constexpr, BLOCK: tl.constexpr
+):
     r = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     m = offs < E
@@ -181,14 +253,29 @@ def _gated_rmsnorm_kernel(o, x, z, Dp, w, y, stride_o, stride_x, stride_z, strid
     tl.store(y + r * stride_y + offs, (t * rstd * wv).to(y.dtype.element_ty), mask=m)
 
 
-def gated_rmsnorm(o: torch.Tensor, x: torch.Tensor, z: torch.Tensor, D: torch.Tensor, weight: torch.Tensor,
-                  eps: float) -> torch.Tensor:
+def gated_rmsnorm(
+    o: torch.Tensor, x: torch.Tensor, z: torch.Tensor, D: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
     """Rows [M, E] (any row stride, unit column stride): RMSNorm((o + D[col // P] x) * silu(z)) * weight."""
     E = o.shape[-1]
     o2, x2, z2 = o.reshape(-1, E), x.reshape(-1, E), z.reshape(-1, E)
     assert o2.stride(-1) == x2.stride(-1) == z2.stride(-1) == 1
     y = torch.empty(o2.shape, dtype=z.dtype, device=z.device)
-    _gated_rmsnorm_kernel[(o2.shape[0],)](o2, x2, z2, D, weight, y, o2.stride(0), x2.stride(0), z2.stride(0),
-                                          E, E, eps, P=E // D.numel(), BLOCK=triton.next_power_of_2(E),
-                                          num_warps=8)
+    _gated_rmsnorm_kernel[(o2.shape[0],)](
+        o2,
+        x2,
+        z2,
+        D,
+        weight,
+        y,
+        o2.stride(0),
+        x2.stride(0),
+        z2.stride(0),
+        E,
+        E,
+        eps,
+        P=E // D.numel(),
+        BLOCK=triton.next_power_of_2(E),
+        num_warps=8,
+    )
     return y.view(*o.shape[:-1], E)

@@ -60,8 +60,14 @@ class Mamba2Config:
 
 def mamba2_param_count(cfg: Mamba2Config) -> int:
     """Parameters of `Mamba2LM(cfg)` from the formula (tied embeddings)."""
-    per_layer = (cfg.d_model * cfg.in_proj_dim + cfg.conv_dim * (cfg.d_conv + 1) + 3 * cfg.nheads
-                 + cfg.d_inner + cfg.d_inner * cfg.d_model + cfg.d_model)
+    per_layer = (
+        cfg.d_model * cfg.in_proj_dim
+        + cfg.conv_dim * (cfg.d_conv + 1)
+        + 3 * cfg.nheads
+        + cfg.d_inner
+        + cfg.d_inner * cfg.d_model
+        + cfg.d_model
+    )
     return cfg.n_layers * per_layer + cfg.vocab_size * cfg.d_model + cfg.d_model
 
 
@@ -110,8 +116,9 @@ class Mamba2Mixer(nn.Module):
         self.conv_weight.uniform_(-bound, bound, generator=g)
         self.conv_bias.uniform_(-bound, bound, generator=g)
         # Mamba-2's initialisation: dt log-uniform in [1e-3, 0.1] (bias = softplus^-1(dt)), A in [1, 16]
-        dt = torch.exp(torch.rand(c.nheads, generator=g, device=g.device) * (math.log(0.1) - math.log(1e-3))
-                       + math.log(1e-3)).clamp(min=1e-4)
+        dt = torch.exp(
+            torch.rand(c.nheads, generator=g, device=g.device) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)
+        ).clamp(min=1e-4)
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         self.A_log.copy_(torch.log(1 + 15 * torch.rand(c.nheads, generator=g, device=g.device)))
 
@@ -159,8 +166,15 @@ class Mamba2Mixer(nn.Module):
 
             xbc_act, _ = causal_conv1d(x=xbc, weight=self.conv_weight, bias=self.conv_bias, activation="silu")
         else:
-            xbc_act = F.silu(F.conv1d(xbc.transpose(1, 2), self.conv_weight[:, None, :], self.conv_bias,
-                                      padding=c.d_conv - 1, groups=c.conv_dim)[..., :T].transpose(1, 2))
+            xbc_act = F.silu(
+                F.conv1d(
+                    xbc.transpose(1, 2),
+                    self.conv_weight[:, None, :],
+                    self.conv_bias,
+                    padding=c.d_conv - 1,
+                    groups=c.conv_dim,
+                )[..., :T].transpose(1, 2)
+            )
         q, k, v, g, x = self._ssm_inputs(xbc_act, dt)
         want = states is not None
         if impl == "fla":
@@ -172,7 +186,7 @@ class Mamba2Mixer(nn.Module):
             W1 = c.d_conv - 1  # the conv state: the last d_conv-1 inputs (pre-activation), zeros before 0
             tail = xbc[:, -W1:].transpose(1, 2)
             conv_state.zero_()
-            conv_state[..., W1 - tail.shape[-1]:].copy_(tail)
+            conv_state[..., W1 - tail.shape[-1] :].copy_(tail)
             ssm_state.copy_(h)
         if impl == "fla":
             return self._out_fused(o.flatten(-2), xbc_act[..., : c.d_inner], z)
@@ -188,8 +202,7 @@ class Mamba2Mixer(nn.Module):
             from .kernels import mamba2_conv_step, mamba2_ssd_step
 
             xbc_act = mamba2_conv_step(zxbcdt, c.d_inner, conv_state, self.conv_weight, self.conv_bias)
-            o = mamba2_ssd_step(xbc_act, zxbcdt, c.d_inner + c.conv_dim, ssm_state, self.dt_bias, self.A_log,
-                                c.ngroups)
+            o = mamba2_ssd_step(xbc_act, zxbcdt, c.d_inner + c.conv_dim, ssm_state, self.dt_bias, self.A_log, c.ngroups)
             return self._out_fused(o, xbc_act[:, : c.d_inner], z)
         window = torch.cat((conv_state, xbc[..., None]), dim=-1)  # [B, conv_dim, d_conv]
         conv_state.copy_(window[..., 1:])
@@ -237,9 +250,13 @@ class Mamba2LM(nn.Module):
     def new_states(self, batch: int, dtype: torch.dtype, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer: conv state [B, conv_dim, d_conv-1] and SSM state [B, heads, d_state, headdim]."""
         c = self.cfg
-        return [(torch.zeros(batch, c.conv_dim, c.d_conv - 1, dtype=dtype, device=device),
-                 torch.zeros(batch, c.nheads, c.d_state, c.headdim, dtype=dtype, device=device))
-                for _ in range(c.n_layers)]
+        return [
+            (
+                torch.zeros(batch, c.conv_dim, c.d_conv - 1, dtype=dtype, device=device),
+                torch.zeros(batch, c.nheads, c.d_state, c.headdim, dtype=dtype, device=device),
+            )
+            for _ in range(c.n_layers)
+        ]
 
     def _logits(self, h):
         return F.linear(F.rms_norm(h, (h.shape[-1],), self.norm_f, self.cfg.norm_eps), self.embed.weight)
@@ -264,8 +281,9 @@ class Mamba2LM(nn.Module):
 
 def _require_cuda(device: str) -> None:
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
-        raise ModelUnavailable(f"the Mamba baseline needs a CUDA GPU (device {device!r}, "
-                               f"cuda available: {torch.cuda.is_available()})")
+        raise ModelUnavailable(
+            f"the Mamba baseline needs a CUDA GPU (device {device!r}, cuda available: {torch.cuda.is_available()})"
+        )
 
 
 def _probe(module: str) -> tuple[object | None, str]:
@@ -286,8 +304,17 @@ class MambaBench:
 
     name = "mamba"
 
-    def __init__(self, dtype: torch.dtype, device: str, num_layers: int | None = None, *,
-                 ssm_impl: str | None = None, cuda_graph: bool | None = None, seed: int = 0, **arch) -> None:
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        device: str,
+        num_layers: int | None = None,
+        *,
+        ssm_impl: str | None = None,
+        cuda_graph: bool | None = None,
+        seed: int = 0,
+        **arch,
+    ) -> None:
         self.device, self.dtype = torch.device(device), dtype
         if ssm_impl not in (None, "mamba_ssm", "fla", "torch"):
             raise ValueError(f"ssm_impl must be mamba_ssm, fla or torch, not {ssm_impl!r}")
@@ -304,15 +331,19 @@ class MambaBench:
             mod, why = _probe("fla")
             if mod is not None:
                 self.impl = "fla"
-                self.implementation = (f"Mamba-2 architecture on fla-core {getattr(mod, '__version__', '?')} "
-                                       "simple_gla kernels (chunk_simple_gla + causal_conv1d prefill); decode: "
-                                       "our Triton conv/SSD-state/gated-norm step kernels in one CUDA graph; greedy")
+                self.implementation = (
+                    f"Mamba-2 architecture on fla-core {getattr(mod, '__version__', '?')} "
+                    "simple_gla kernels (chunk_simple_gla + causal_conv1d prefill); decode: "
+                    "our Triton conv/SSD-state/gated-norm step kernels in one CUDA graph; greedy"
+                )
                 self._init_mamba2(num_layers, arch, seed, cuda_graph)
                 return
             reasons.append(why)
         if ssm_impl == "torch":
             self.impl = "torch"
-            self.implementation = "Mamba-2 architecture in plain PyTorch (sequential scan; reference, not a benchmark path)"
+            self.implementation = (
+                "Mamba-2 architecture in plain PyTorch (sequential scan; reference, not a benchmark path)"
+            )
             self._init_mamba2(num_layers, arch, seed, cuda_graph)
             return
         raise ModelUnavailable("no Mamba implementation importable: " + "; ".join(reasons))
@@ -397,13 +428,22 @@ class MambaBench:
         from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
         self.impl = "mamba_ssm"
-        cfg = MambaConfig(d_model=2048, n_layer=48 if num_layers is None else num_layers, vocab_size=32000,
-                          ssm_cfg={}, rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
-                          pad_vocab_size_multiple=8)
+        cfg = MambaConfig(
+            d_model=2048,
+            n_layer=48 if num_layers is None else num_layers,
+            vocab_size=32000,
+            ssm_cfg={},
+            rms_norm=True,
+            residual_in_fp32=True,
+            fused_add_norm=True,
+            pad_vocab_size_multiple=8,
+        )
         self.model = MambaLMHeadModel(cfg, device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.implementation = (f"mamba_ssm {getattr(mod, '__version__', '?')} MambaLMHeadModel (Mamba 1.4B config), "
-                               "its inference cache and CUDA-graph decode, greedy")
+        self.implementation = (
+            f"mamba_ssm {getattr(mod, '__version__', '?')} MambaLMHeadModel (Mamba 1.4B config), "
+            "its inference cache and CUDA-graph decode, greedy"
+        )
         self._cg = None
         self._ip = None
         self._token = None

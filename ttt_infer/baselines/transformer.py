@@ -209,12 +209,32 @@ class TransformerBench:
 
     name = "transformer"
 
-    def __init__(self, dtype: torch.dtype, device: str, num_layers: int | None = None, *, dim: int = 2048,
-                 n_heads: int = 32, ffn_dim: int = 5504, vocab_size: int = 32000, norm_eps: float = 1e-6,
-                 rope_theta: float = 10000.0, n_layers: int = 24, cuda_graph: bool | None = None,
-                 fused_kernels: bool | None = None, seed: int = 0) -> None:
-        self.cfg = LlamaConfig(dim=dim, n_layers=n_layers if num_layers is None else num_layers, n_heads=n_heads,
-                               ffn_dim=ffn_dim, vocab_size=vocab_size, norm_eps=norm_eps, rope_theta=rope_theta)
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        device: str,
+        num_layers: int | None = None,
+        *,
+        dim: int = 2048,
+        n_heads: int = 32,
+        ffn_dim: int = 5504,
+        vocab_size: int = 32000,
+        norm_eps: float = 1e-6,
+        rope_theta: float = 10000.0,
+        n_layers: int = 24,
+        cuda_graph: bool | None = None,
+        fused_kernels: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cfg = LlamaConfig(
+            dim=dim,
+            n_layers=n_layers if num_layers is None else num_layers,
+            n_heads=n_heads,
+            ffn_dim=ffn_dim,
+            vocab_size=vocab_size,
+            norm_eps=norm_eps,
+            rope_theta=rope_theta,
+        )
         self.device = torch.device(device)
         self.dtype = dtype
         with torch.device(self.device):

@@ -71,8 +71,17 @@ def add_parser(sub) -> None:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     spec = SweepSpec.full() if args.full else SweepSpec()
     spec.dtype = args.dtype
-    for field in ("models", "backends", "prefill_batches", "prefill_lens", "decode_batches", "decode_gen_lens",
-                  "pd_batches", "pd_prompt_lens", "pd_gen_len"):
+    for field in (
+        "models",
+        "backends",
+        "prefill_batches",
+        "prefill_lens",
+        "decode_batches",
+        "decode_gen_lens",
+        "pd_batches",
+        "pd_prompt_lens",
+        "pd_gen_len",
+    ):
         v = getattr(args, field)
         if v is not None:
             setattr(spec, field, v)

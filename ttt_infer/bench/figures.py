@@ -83,7 +83,13 @@ def make_figures(rows: list[dict], out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         s = _series(pd, "prompt_len", lambda r: r["decode_ms_per_step"])
         B = sorted({r["batch"] for r in pd})
-        _plot(ax, s, "context length (tokens)", "decode latency per step (ms)", f"Decode after a prompt, batch {B} - {gpu}")
+        _plot(
+            ax,
+            s,
+            "context length (tokens)",
+            "decode latency per step (ms)",
+            f"Decode after a prompt, batch {B} - {gpu}",
+        )
         save(fig, "decode_latency_vs_context.png")
     return written
 
@@ -118,15 +124,33 @@ def markdown_table(rows: list[dict]) -> str:
         for r in sorted(sel, key=lambda r: (r["label"], r["batch"], r["prompt_len"])):
             pct = lambda k: _fmt(None if r.get(k) is None else 100 * r[k], ".0f")  # noqa: B023
             if kind == "prefill":
-                cells = (r["label"], r["batch"], r["prompt_len"], _fmt(r["ms"], ".4g"), _fmt(r["tokens_per_s"], ".3g"),
-                         pct("prefill_fraction_of_limit"))
+                cells = (
+                    r["label"],
+                    r["batch"],
+                    r["prompt_len"],
+                    _fmt(r["ms"], ".4g"),
+                    _fmt(r["tokens_per_s"], ".3g"),
+                    pct("prefill_fraction_of_limit"),
+                )
             elif kind == "decode":
-                cells = (r["label"], r["batch"], r["gen_len"], _fmt(r["decode_ms_per_step"], ".3g"),
-                         _fmt(r["tokens_per_s"], ".3g"), pct("decode_fraction_of_limit"))
+                cells = (
+                    r["label"],
+                    r["batch"],
+                    r["gen_len"],
+                    _fmt(r["decode_ms_per_step"], ".3g"),
+                    _fmt(r["tokens_per_s"], ".3g"),
+                    pct("decode_fraction_of_limit"),
+                )
             else:
-                cells = (r["label"], r["batch"], r["prompt_len"], _fmt(r["prefill_ms"], ".4g"),
-                         _fmt(r["decode_ms_per_step"], ".3g"), _fmt(r["tokens_per_s"], ".3g"),
-                         pct("decode_fraction_of_limit"))
+                cells = (
+                    r["label"],
+                    r["batch"],
+                    r["prompt_len"],
+                    _fmt(r["prefill_ms"], ".4g"),
+                    _fmt(r["decode_ms_per_step"], ".3g"),
+                    _fmt(r["tokens_per_s"], ".3g"),
+                    pct("decode_fraction_of_limit"),
+                )
             lines.append("| " + " | ".join(map(str, cells)) + " |")
     bad = [r for r in rows if r.get("status") in ("oom", "error", "skipped")]
     if bad:

@@ -44,8 +44,16 @@ class ModelUnavailable(RuntimeError):
 class TTTBench:
     """TTT-Linear / TTT-MLP, 1b config, Mamba backbone (as the seed benchmarked), either backend."""
 
-    def __init__(self, layer_type: str, dtype: torch.dtype, device: str, backend: str, num_layers: int | None = None,
-                 size: str = "1b", **config_overrides) -> None:
+    def __init__(
+        self,
+        layer_type: str,
+        dtype: torch.dtype,
+        device: str,
+        backend: str,
+        num_layers: int | None = None,
+        size: str = "1b",
+        **config_overrides,
+    ) -> None:
         from ..config import TTTConfig
         from ..kernels import KernelsUnavailable
         from ..model import TTTForCausalLM

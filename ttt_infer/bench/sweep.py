@@ -107,7 +107,9 @@ def skip_reason(p: Point, spec: SweepSpec) -> str | None:
     """Points deliberately not run, recorded with the reason."""
     if p.backend == "reference":
         if p.kind != "decode" and p.batch * p.prompt_len > spec.reference_max_tokens:
-            return f"reference backend capped at {spec.reference_max_tokens} prompt tokens (Python loop over mini-batches)"
+            return (
+                f"reference backend capped at {spec.reference_max_tokens} prompt tokens (Python loop over mini-batches)"
+            )
         if p.kind == "decode" and p.batch > spec.reference_max_decode_batch:
             return f"reference backend capped at batch {spec.reference_max_decode_batch} for decode"
     return None
@@ -166,7 +168,9 @@ def measure(model: BenchModel, p: Point, timer: Timer, device: str, repeats: int
     if p.kind == "decode":
         out.update(ms=dec, tokens_per_s=out["decode_tokens_per_s"])
     else:
-        out.update(prefill_ms=pre, ms=pre + dec, tokens_per_s=p.batch * (p.prompt_len + p.gen_len) / ((pre + dec) / 1e3))
+        out.update(
+            prefill_ms=pre, ms=pre + dec, tokens_per_s=p.batch * (p.prompt_len + p.gen_len) / ((pre + dec) / 1e3)
+        )
     return out
 
 
@@ -189,7 +193,9 @@ def limit_fields(model: BenchModel, p: Point, res: dict, ceilings: Ceilings | No
         lim = decode_limit_tokens_per_s(weight_bytes, p.batch, state(ctx), ceilings)
         out["decode_limit_tokens_per_s"] = lim
         out["decode_fraction_of_limit"] = res["decode_tokens_per_s"] / lim
-    out["fraction_of_limit"] = out.get("prefill_fraction_of_limit" if p.kind == "prefill" else "decode_fraction_of_limit")
+    out["fraction_of_limit"] = out.get(
+        "prefill_fraction_of_limit" if p.kind == "prefill" else "decode_fraction_of_limit"
+    )
     return out
 
 

@@ -24,7 +24,10 @@ class KernelBackend:
             raise KernelsUnavailable(f"the kernel backend cannot be imported: {e}") from e
         prefill.check_available()
         decode.check_available()
+        from .glue import TritonGlue
+
         self._prefill, self._decode = prefill.ttt_prefill, decode.ttt_decode_step
+        self.glue = TritonGlue()  # the norms, convs, RoPE, gates around the TTT op, fused
 
     def inner(self, state, xq, xk, xv, lr, ln_w, ln_b, tau, start, position):
         if xq.shape[2] == 1:

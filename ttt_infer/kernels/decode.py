@@ -613,6 +613,9 @@ class DecodeKernelBackend:
 
     def __init__(self) -> None:
         check_available()
+        from .glue import TritonGlue
+
+        self.glue = TritonGlue()
 
     def inner(self, state, xq, xk, xv, lr, ln_w, ln_b, tau, start, position):
         if xq.shape[2] == 1:

@@ -1,0 +1,138 @@
+"""Triton glue kernels (ttt_infer/kernels/glue.py) against the PyTorch reference (layers.TorchGlue).
+
+Without a GPU these run in the Triton interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1);
+with one, the same tests run the compiled kernels. Inputs are random, outputs poisoned beforehand
+where the kernel writes into an existing buffer (the conv history).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ttt_infer.kernels import KernelsUnavailable
+from ttt_infer.layers import TORCH_GLUE, depthwise_conv1d
+
+try:
+    from ttt_infer.kernels.glue import TritonGlue
+
+    GLUE = TritonGlue()
+except (ImportError, KernelsUnavailable) as e:  # pragma: no cover
+    pytest.skip(f"glue kernels unavailable: {e}", allow_module_level=True)
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEV == "cuda" else [])  # no bf16 in the interpreter
+# fp32: accumulation order only; 16-bit: a rounding of the output (or of an intermediate) may differ by one ulp
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def rnd(*shape, dtype=torch.float32, seed=0, scale=1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (scale * torch.randn(*shape, generator=g)).to(dtype).to(DEV)
+
+
+def conv(C: int, seed: int, dtype) -> nn.Conv1d:
+    torch.manual_seed(seed)
+    c = depthwise_conv1d(4, C)
+    with torch.no_grad():
+        c.bias.normal_()  # a bias that is not ~0 is exercised
+    return c.to(DEV, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_norm(dtype):
+    x = rnd(3, 7, 96, dtype=dtype, seed=1)
+    w = rnd(96, dtype=dtype, seed=2) + 1
+    assert rel_err(GLUE.rms_norm(x, w, 1e-6), TORCH_GLUE.rms_norm(x, w, 1e-6)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T", [1, 2, 3, 20, 37])
+@pytest.mark.parametrize("residual", [False, True])
+def test_causal_conv_and_history(dtype, T, residual):
+    """T = 1, 2 mix history and input in the new history; 37 spans three programs along T (separate push)."""
+    B, C = 2, 64
+    x = rnd(B, T, C, dtype=dtype, seed=T)
+    res = rnd(B, T, C, dtype=dtype, seed=T + 1) if residual else None
+    c = conv(C, T, dtype)
+    h0 = rnd(B, C, 3, dtype=dtype, seed=T + 2)
+    h_ref, h_k = h0.clone(), h0.clone()
+    want = TORCH_GLUE.causal_conv(x, c, h_ref, residual=res)
+    got = GLUE.causal_conv(x, c, h_k, residual=res)
+    assert got.shape == (B, T, C)
+    assert rel_err(got, want) < TOL[dtype]
+    assert torch.equal(h_k, h_ref)  # copies only: exact
+    # continuing: the history the kernel left behind drives the next chunk exactly as the reference's
+    x2 = rnd(B, 5, C, dtype=dtype, seed=T + 3)
+    assert rel_err(GLUE.causal_conv(x2, c, h_k), TORCH_GLUE.causal_conv(x2, c, h_ref)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T, start", [(1, 0), (1, 15), (20, 0), (37, 5), (3, 13)])
+@pytest.mark.parametrize("nh", [2, 4])
+def test_qk_conv_rope(dtype, T, start, nh):
+    B, C = 2, 64
+    x = rnd(B, T, C, dtype=dtype, seed=T + nh)
+    cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
+    h0 = rnd(B, C, 3, dtype=dtype, seed=9)
+    h_ref, h_k = h0.clone(), h0.clone()
+    pos = torch.tensor([start], device=DEV)
+    want = TORCH_GLUE.qk_conv_rope(x, cq, ck, h_ref, pos, nh, 10000.0, 16)
+    got = GLUE.qk_conv_rope(x, cq, ck, h_k, pos, nh, 10000.0, 16)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == (B, nh, T, C // nh) and g.is_contiguous()
+        assert rel_err(g, w) < TOL[dtype]
+    assert torch.equal(h_k, h_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lr_gate(dtype):
+    x = rnd(2, 19, 96, dtype=dtype, seed=3)
+    w, b = rnd(4, 96, seed=4, scale=0.1), rnd(4, seed=5)
+    got = GLUE.lr_gate(x, w, b, 1.0 / 16)
+    assert got.shape == (2, 4, 19) and got.dtype == torch.float32
+    assert rel_err(got, TORCH_GLUE.lr_gate(x, w, b, 1.0 / 16)) < 2e-6
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gated", [False, True])
+def test_post_gate(dtype, gated):
+    B, nh, T, f = 2, 4, 5, 24  # C = 96: not a power of two
+    o = rnd(B, nh, T, f, seed=6, scale=3.0)
+    ln = nn.LayerNorm(nh * f, eps=1e-6)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    ln = ln.to(DEV, dtype)
+    gate = rnd(B, T, nh * f, dtype=dtype, seed=7) if gated else None
+    got = GLUE.post_gate(o, gate, ln, 1e-6, dtype)
+    assert got.shape == (B, T, nh * f) and got.dtype == dtype
+    assert rel_err(got, TORCH_GLUE.post_gate(o, gate, ln, 1e-6, dtype)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul(dtype):
+    a, b = rnd(3, 5, 300, dtype=dtype, seed=8), rnd(3, 5, 300, dtype=dtype, seed=9)
+    assert rel_err(GLUE.silu_mul(a, b), TORCH_GLUE.silu_mul(a, b)) < TOL[dtype]
+
+
+def test_bad_inputs_get_clear_errors():
+    x = rnd(1, 4, 64, dtype=torch.float64)
+    with pytest.raises(TypeError, match="fp64 runs through the reference"):
+        GLUE.rms_norm(x, torch.ones(64, device=DEV), 1e-6)
+    x = rnd(1, 4, 64)
+    with pytest.raises(ValueError, match="weight must be"):
+        GLUE.rms_norm(x, torch.ones(32, device=DEV), 1e-6)
+    with pytest.raises(ValueError, match="history must be"):
+        GLUE.causal_conv(x, conv(64, 0, torch.float32), torch.zeros(1, 64, 2, device=DEV))
+    with pytest.raises(ValueError, match="do not split"):
+        GLUE.qk_conv_rope(x, conv(64, 0, torch.float32), conv(64, 1, torch.float32), torch.zeros(1, 64, 3, device=DEV),
+                          torch.zeros(1, dtype=torch.int64, device=DEV), 3, 1e4, 16)  # fmt: skip
+    with pytest.raises(ValueError, match="a and b must match"):
+        GLUE.silu_mul(x, x[:, :2])

@@ -1,0 +1,347 @@
+"""Triton kernels for the work around the TTT op in a block ("glue"), one pass each where PyTorch
+takes several: RMSNorm, the causal depthwise convs (with the conv history, the residual, and for
+Q/K the head layout and RoPE at position mod the mini-batch), the learning-rate gate, the post-norm
+LayerNorm with the output gate, and SwiGLU's silu(a) * b.
+
+Each kernel computes what the PyTorch reference in `ttt_infer/layers.py` computes (`TorchGlue`),
+in fp32, rounding to the activation dtype at the same points as the reference, so the two agree to
+the rounding of the accumulation order. `TritonGlue` has the same methods as `TorchGlue`; the kernel
+backends use it (`backend.glue`). Positions come from the cache's device tensor (CUDA-graph safe).
+
+Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import KernelsUnavailable
+
+try:  # Triton is optional: the package imports without it
+    import triton
+    import triton.language as tl
+except ImportError as _e:  # pragma: no cover - exercised only where Triton is absent
+    triton = None
+    tl = None
+    _TRITON_ERROR: Exception | None = _e
+else:
+    _TRITON_ERROR = None
+
+_ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def check_available() -> None:
+    from .decode import check_available as decode_available
+
+    if triton is None:
+        raise KernelsUnavailable(f"Triton is not installed ({_TRITON_ERROR})")
+    decode_available()  # same conditions: a CUDA GPU or the interpreter
+
+
+if triton is not None:
+
+    @triton.jit
+    def _rms_norm_kernel(X, W, Y, N, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        m = cols < N
+        x = tl.load(X + row * N + cols, mask=m, other=0.0).to(tl.float32)
+        r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
+        xn = (x * r).to(Y.dtype.element_ty).to(tl.float32)  # reference: (x * rsqrt).to(dtype), then * weight
+        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
+        tl.store(Y + row * N + cols, (xn * w).to(Y.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _conv_taps(xb, hb, ch, cmask, t, tmask, sxt, KS: tl.constexpr, j: tl.constexpr):
+        """Input of tap j for times t [BT] and channels ch [BP]: x[t + j - (KS-1)] or the history."""
+        s = t + (j - (KS - 1))
+        from_x = tl.load(
+            xb + s[:, None] * sxt + ch[None, :], mask=((s >= 0) & tmask)[:, None] & cmask[None, :], other=0.0
+        )
+        from_h = tl.load(
+            hb + ch[None, :] * (KS - 1) + (s + (KS - 1))[:, None],
+            mask=((s < 0) & tmask)[:, None] & cmask[None, :],
+            other=0.0,
+        )
+        return from_x.to(tl.float32) + from_h.to(tl.float32)
+
+    @triton.jit
+    def _rope_store(Y, e, o, b, t, tmask, ce, pmask, pos0, T, C, NH, log2_theta,
+                    F: tl.constexpr, MB: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
+        """Store the (even, odd) channel pairs e, o [BT, BP] (rounded to Y's dtype): plain [B, T, C], or
+        rotated by RoPE at position (pos0 + t) mod MB into the head layout [B, NH, T, F]."""
+        m = tmask[:, None] & pmask[None, :]
+        if ROPE:
+            p = ((pos0 + t) % MB).to(tl.float32)
+            d = ce % F
+            inv_freq = tl.exp2(-(d.to(tl.float32) / F) * log2_theta)  # theta^(-2i/F), d = 2i
+            ang = p[:, None] * inv_freq[None, :]
+            cs, sn = tl.cos(ang), tl.sin(ang)
+            e32, o32 = e.to(tl.float32), o.to(tl.float32)
+            re = (e32 * cs - o32 * sn).to(Y.dtype.element_ty)
+            im = (e32 * sn + o32 * cs).to(Y.dtype.element_ty)
+            h = ce // F
+            off = b * NH * T * F + h[None, :].to(tl.int64) * T * F + t[:, None].to(tl.int64) * F + d[None, :]
+            tl.store(Y + off, re, mask=m)
+            tl.store(Y + off + 1, im, mask=m)
+        else:
+            off = b * T * C + t[:, None].to(tl.int64) * C + ce[None, :]
+            tl.store(Y + off, e, mask=m)
+            tl.store(Y + off + 1, o, mask=m)
+
+    @triton.jit
+    def _conv_kernel(X, HIST, W1, B1, W2, B2, RES, Y1, Y2, POS,
+                     T, C, sxb, sxt, NH, log2_theta,
+                     KS: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr, TWO: tl.constexpr,
+                     HAS_RES: tl.constexpr, ROPE: tl.constexpr, F: tl.constexpr, MB: tl.constexpr,
+                     UPDATE_HIST: tl.constexpr, KSP: tl.constexpr):  # fmt: skip
+        """Causal depthwise conv of x [B, T, C] after the history [B, C, KS-1]: channel pairs
+        (2i, 2i+1), BT times x BP pairs a program. y1 = conv_1(x) (+ res), y2 = conv_2(x) when TWO."""
+        pid_t, b, pid_p = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+        t = pid_t * BT + tl.arange(0, BT)
+        pr = pid_p * BP + tl.arange(0, BP)
+        ce = 2 * pr
+        co = ce + 1
+        tmask = t < T
+        pmask = pr < C // 2
+        xb = X + b * sxb
+        hb = HIST + b * C * (KS - 1)
+        ae1 = tl.zeros([BT, BP], tl.float32) + tl.load(B1 + ce, mask=pmask, other=0.0).to(tl.float32)[None, :]
+        ao1 = tl.zeros([BT, BP], tl.float32) + tl.load(B1 + co, mask=pmask, other=0.0).to(tl.float32)[None, :]
+        if TWO:
+            ae2 = tl.zeros([BT, BP], tl.float32) + tl.load(B2 + ce, mask=pmask, other=0.0).to(tl.float32)[None, :]
+            ao2 = tl.zeros([BT, BP], tl.float32) + tl.load(B2 + co, mask=pmask, other=0.0).to(tl.float32)[None, :]
+        for j in tl.static_range(KS):
+            ve = _conv_taps(xb, hb, ce, pmask, t, tmask, sxt, KS, j)
+            vo = _conv_taps(xb, hb, co, pmask, t, tmask, sxt, KS, j)
+            ae1 += ve * tl.load(W1 + ce * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
+            ao1 += vo * tl.load(W1 + co * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
+            if TWO:
+                ae2 += ve * tl.load(W2 + ce * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
+                ao2 += vo * tl.load(W2 + co * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
+        dt = Y1.dtype.element_ty
+        e1, o1 = ae1.to(dt), ao1.to(dt)  # the conv's output, rounded as F.conv1d rounds it
+        if HAS_RES:
+            rb = RES + b * T * C + t[:, None].to(tl.int64) * C
+            rm = tmask[:, None] & pmask[None, :]
+            e1 = (tl.load(rb + ce[None, :], mask=rm, other=0.0).to(tl.float32) + e1.to(tl.float32)).to(dt)
+            o1 = (tl.load(rb + co[None, :], mask=rm, other=0.0).to(tl.float32) + o1.to(tl.float32)).to(dt)
+        pos0 = 0
+        if ROPE:
+            pos0 = tl.load(POS)
+        _rope_store(Y1, e1, o1, b, t, tmask, ce, pmask, pos0, T, C, NH, log2_theta, F, MB, ROPE)
+        if TWO:
+            _rope_store(Y2, ae2.to(dt), ao2.to(dt), b, t, tmask, ce, pmask, pos0, T, C, NH, log2_theta, F, MB, ROPE)
+        if UPDATE_HIST:  # the only program along T: it alone reads and writes these channels' history
+            cb = pid_p * 2 * BP + tl.arange(0, 2 * BP)
+            i = tl.arange(0, KSP)
+            s = T - (KS - 1) + i  # the new history: inputs T-(KS-1) .. T-1, from x or the old history
+            m = (cb < C)[:, None] & (i < KS - 1)[None, :]
+            fx = tl.load(xb + s[None, :] * sxt + cb[:, None], mask=m & (s >= 0)[None, :], other=0.0)
+            fh = tl.load(hb + cb[:, None] * (KS - 1) + (s + KS - 1)[None, :], mask=m & (s < 0)[None, :], other=0.0)
+            new = fx.to(tl.float32) + fh.to(tl.float32)
+            tl.debug_barrier()  # every read of the old history (the taps above too) is done before it is overwritten
+            tl.store(hb + cb[:, None] * (KS - 1) + i[None, :], new.to(HIST.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr):
+        """history <- the last KS-1 inputs of x (T >= KS-1 here: every value comes from x)."""
+        b = tl.program_id(0).to(tl.int64)
+        cb = tl.program_id(1) * BC + tl.arange(0, BC)
+        cm = cb < C
+        for i in tl.static_range(KS - 1):
+            v = tl.load(X + b * sxb + (T - (KS - 1) + i) * sxt + cb, mask=cm, other=0.0)
+            tl.store(HIST + b * C * (KS - 1) + cb * (KS - 1) + i, v.to(HIST.dtype.element_ty), mask=cm)
+
+    @triton.jit
+    def _lr_gate_kernel(X, W, BIAS, OUT, M, T, NH, scale, C: tl.constexpr,
+                        BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):  # fmt: skip
+        """lr[b, h, t] = scale * sigmoid(x[b, t] . w[h] + bias[h]) in fp32 (rows r = b * T + t)."""
+        rows = tl.program_id(0) * BM + tl.arange(0, BM)
+        rm = rows < M
+        n = tl.arange(0, BN)
+        nm = n < NH
+        acc = tl.zeros([BM, BN], tl.float32)
+        for k0 in range(0, C, BK):
+            k = k0 + tl.arange(0, BK)
+            km = k < C
+            x = tl.load(X + rows[:, None].to(tl.int64) * C + k[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+            w = tl.load(W + n[None, :] * C + k[:, None], mask=km[:, None] & nm[None, :], other=0.0)
+            acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+        logits = acc + tl.load(BIAS + n, mask=nm, other=0.0).to(tl.float32)[None, :]
+        lr = scale * tl.sigmoid(logits)
+        bi = (rows // T).to(tl.int64)
+        ti = rows % T
+        tl.store(OUT + bi[:, None] * NH * T + n[None, :] * T + ti[:, None], lr, mask=rm[:, None] & nm[None, :])
+
+    @triton.jit
+    def _gelu_tanh(x, C: tl.constexpr):
+        u = C * (x + 0.044715 * x * x * x)
+        return 0.5 * x * (1.0 + (2.0 * tl.sigmoid(2.0 * u) - 1.0))
+
+    @triton.jit
+    def _post_gate_kernel(OUT_TTT, G, LNW, LNB, Y, T, C, NH, eps,
+                          F: tl.constexpr, BLOCK: tl.constexpr, HAS_GATE: tl.constexpr, K: tl.constexpr):  # fmt: skip
+        """y[b, t] = gelu_tanh(g[b, t]) * LayerNorm(o[b, :, t, :] as one row of C), one row a program."""
+        row = tl.program_id(0).to(tl.int64)
+        b = row // T
+        t = row % T
+        c = tl.arange(0, BLOCK)
+        m = c < C
+        dt = Y.dtype.element_ty
+        o = tl.load(OUT_TTT + b * NH * T * F + (c // F).to(tl.int64) * T * F + t * F + c % F, mask=m, other=0.0)
+        o = o.to(dt).to(tl.float32)  # the reference rounds the TTT output to the activation dtype first
+        mean = tl.sum(o, axis=0) / C
+        d = tl.where(m, o - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / C + eps)
+        w = tl.load(LNW + c, mask=m, other=0.0).to(tl.float32)
+        bias = tl.load(LNB + c, mask=m, other=0.0).to(tl.float32)
+        y = (d * rstd * w + bias).to(dt)
+        if HAS_GATE:
+            g = tl.load(G + row * C + c, mask=m, other=0.0).to(tl.float32)
+            y = (_gelu_tanh(g, K).to(dt).to(tl.float32) * y.to(tl.float32)).to(dt)
+        tl.store(Y + row * C + c, y, mask=m)
+
+    @triton.jit
+    def _silu_mul_kernel(A, B, Y, N, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        m = i < N
+        a = tl.load(A + i, mask=m, other=0.0).to(tl.float32)
+        s = (a * tl.sigmoid(a)).to(Y.dtype.element_ty).to(tl.float32)  # F.silu rounds, then the product
+        tl.store(Y + i, (s * tl.load(B + i, mask=m, other=0.0).to(tl.float32)).to(Y.dtype.element_ty), mask=m)
+
+
+def _fail(fn: str, msg: str, exc=ValueError):
+    raise exc(f"{fn}: {msg}")
+
+
+def _check_act(fn: str, name: str, x: torch.Tensor, dev: torch.device | None = None) -> None:
+    if x.dtype not in _ACT_DTYPES:
+        _fail(fn, f"{name} must be fp16, bf16 or fp32 (fp64 runs through the reference), got {x.dtype}", TypeError)
+    if dev is not None and x.device != dev:
+        _fail(fn, f"{name} is on {x.device}, expected {dev}")
+
+
+def _conv_params(conv: torch.nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor, int]:
+    w = conv.weight
+    C, one, ks = w.shape
+    if one != 1 or conv.groups != C or conv.bias is None:
+        raise ValueError("expected a depthwise Conv1d (groups == channels) with a bias")
+    return w.reshape(C, ks).contiguous(), conv.bias.contiguous(), ks
+
+
+class TritonGlue:
+    """The Triton kernels behind the same methods as `layers.TorchGlue`."""
+
+    name = "triton"
+
+    def __init__(self) -> None:
+        check_available()
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        _check_act("rms_norm", "x", x)
+        C = x.shape[-1]
+        if weight.shape != (C,):
+            _fail("rms_norm", f"weight must be [{C}], got {tuple(weight.shape)}")
+        x = x.contiguous()
+        y = torch.empty_like(x)
+        _rms_norm_kernel[(x.numel() // C,)](x, weight, y, C, eps, BLOCK=triton.next_power_of_2(C), num_warps=8)
+        return y
+
+    def causal_conv(self, x: torch.Tensor, conv: torch.nn.Conv1d, history: torch.Tensor,
+                    residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """residual + conv(x) continuing after `history` [B, C, k-1] (updated in place): [B, T, C]."""
+        return self._conv(x, (conv,), history, residual=residual)[0]
+
+    def qk_conv_rope(self, x: torch.Tensor, conv_q: torch.nn.Conv1d, conv_k: torch.nn.Conv1d, history: torch.Tensor,
+                     position: torch.Tensor, num_heads: int, theta: float,
+                     mini_batch: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """XQ, XK = RoPE(conv_q(x)), RoPE(conv_k(x)) in the head layout [B, nh, T, f], contiguous; RoPE
+        at position (position + t) mod mini_batch; `history` advanced past x."""
+        return self._conv(x, (conv_q, conv_k), history, rope=(position, num_heads, theta, mini_batch))
+
+    def _conv(self, x, convs, history, residual=None, rope=None):
+        fn = "qk_conv_rope" if rope else "causal_conv"
+        _check_act(fn, "x", x)
+        B, T, C = x.shape
+        if x.stride(2) != 1:
+            x = x.contiguous()
+        (w1, b1, ks), *rest = [_conv_params(c) for c in convs]
+        w2, b2 = (rest[0][0], rest[0][1]) if rest else (w1, b1)
+        if tuple(history.shape) != (B, C, ks - 1) or not history.is_contiguous() or history.device != x.device:
+            _fail(fn, f"history must be a contiguous [B, C, k-1] = {(B, C, ks - 1)} tensor on {x.device}, "
+                      f"got {tuple(history.shape)} on {history.device}")  # fmt: skip
+        if C % 2:
+            _fail(fn, f"channels must be even, got {C}")
+        if residual is not None:
+            if residual.shape != x.shape or residual.dtype != x.dtype:
+                _fail(fn, f"residual must match x ({tuple(x.shape)}, {x.dtype})")
+            residual = residual.contiguous()
+        if rope is not None:
+            position, nh, theta, mb = rope
+            f = C // nh
+            if nh * f != C or f % 2:
+                _fail(fn, f"{C} channels do not split into {nh} heads of an even size")
+            shape = (B, nh, T, f)
+        else:
+            position, nh, theta, mb, f = torch.zeros(1, dtype=torch.int64, device=x.device), 1, 1.0, 1, 2
+            shape = (B, T, C)
+        y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
+        y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
+        BT, BP = 16, 64
+        grid = (triton.cdiv(T, BT), B, triton.cdiv(C // 2, BP))
+        single = grid[0] == 1
+        _conv_kernel[grid](
+            x, history, w1, b1, w2, b2, residual if residual is not None else x, y1, y2, position,
+            T, C, x.stride(0), x.stride(1), nh, math.log2(theta),
+            KS=ks, BT=BT, BP=BP, TWO=len(convs) == 2, HAS_RES=residual is not None, ROPE=rope is not None,
+            F=f, MB=mb, UPDATE_HIST=single, KSP=triton.next_power_of_2(ks - 1), num_warps=4,
+        )  # fmt: skip
+        if not single:
+            _push_history_kernel[(B, triton.cdiv(C, 256))](x, history, T, C, x.stride(0), x.stride(1), KS=ks, BC=256)
+        return (y1, y2)
+
+    def lr_gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+        """scale * sigmoid(x . weight[h] + bias[h]): x [B, T, C], weight [nh, C] -> [B, nh, T] fp32."""
+        _check_act("lr_gate", "x", x)
+        B, T, C = x.shape
+        nh = weight.shape[0]
+        if weight.shape != (nh, C) or bias.numel() != nh:
+            _fail("lr_gate", f"weight must be [nh, {C}] and bias [nh], got {tuple(weight.shape)}, {tuple(bias.shape)}")
+        x, weight, bias = x.contiguous(), weight.contiguous(), bias.reshape(nh).contiguous()
+        out = torch.empty(B, nh, T, device=x.device, dtype=torch.float32)
+        BM, BN = 16, max(16, triton.next_power_of_2(nh))
+        _lr_gate_kernel[(triton.cdiv(B * T, BM),)](x, weight, bias, out, B * T, T, nh, float(scale), C=C,
+                                                   BM=BM, BK=64, BN=BN, num_warps=4)  # fmt: skip
+        return out
+
+    def post_gate(self, o: torch.Tensor, gate: torch.Tensor | None, ln: torch.nn.LayerNorm, eps: float,
+                  dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
+        """gelu_tanh(gate) * LayerNorm(o as [B, T, nh * f] in `dtype`): o [B, nh, T, f] -> [B, T, C] of dtype."""
+        B, nh, T, f = o.shape
+        C = nh * f
+        if not o.is_contiguous():
+            o = o.contiguous()
+        if gate is not None:
+            _check_act("post_gate", "gate", gate)
+            if gate.shape != (B, T, C) or gate.dtype != dtype:
+                _fail("post_gate", f"gate must be [{B}, {T}, {C}] of {dtype}, got {tuple(gate.shape)} {gate.dtype}")
+            gate = gate.contiguous()
+        y = torch.empty(B, T, C, device=o.device, dtype=dtype)
+        _post_gate_kernel[(B * T,)](o, gate if gate is not None else y, ln.weight, ln.bias, y, T, C, nh, eps,
+                                    F=f, BLOCK=triton.next_power_of_2(C), HAS_GATE=gate is not None,
+                                    K=_SQRT_2_OVER_PI, num_warps=8)  # fmt: skip
+        return y
+
+    def silu_mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        _check_act("silu_mul", "a", a)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            _fail("silu_mul", f"a and b must match, got {tuple(a.shape)} {a.dtype} and {tuple(b.shape)} {b.dtype}")
+        a, b = a.contiguous(), b.contiguous()
+        y = torch.empty_like(a)
+        n = a.numel()
+        _silu_mul_kernel[(triton.cdiv(n, 2048),)](a, b, y, n, BLOCK=2048, num_warps=8)
+        return y
