@@ -43,7 +43,9 @@ def random_inner(kind: str, B=2, nh=3, T=37, f=8, dtype=torch.float64, seed=0):
     xq, xk, xv = r(B, nh, T, f), r(B, nh, T, f), r(B, nh, T, f)
     lr = (torch.rand(B, nh, T, generator=g, dtype=torch.float64) * 0.2).to(torch.float64)
     ln_w, ln_b = 1 + r(nh, f, s=0.2), r(nh, f, s=0.2)
-    tau = (1 / torch.arange(1, 17, dtype=torch.float64) + 0.1 * torch.randn(16, generator=g, dtype=torch.float64)).clamp_min(0)
+    tau = (
+        1 / torch.arange(1, 17, dtype=torch.float64) + 0.1 * torch.randn(16, generator=g, dtype=torch.float64)
+    ).clamp_min(0)
     return st, (xq, xk, xv, lr, ln_w, ln_b, tau)
 
 

@@ -30,9 +30,9 @@ def _check_against_full(bench, full_forward, ids, steps, atol):
     fed, logits = _generate(bench, ids, steps)
     T = ids.shape[1]
     full = full_forward(torch.cat([ids, fed], 1))
-    torch.testing.assert_close(logits, full[:, T - 1:], atol=atol, rtol=0)
+    torch.testing.assert_close(logits, full[:, T - 1 :], atol=atol, rtol=0)
     # greedy: each fed token is the argmax of the logits before it
-    assert torch.equal(fed, full[:, T - 1:-1].argmax(-1))
+    assert torch.equal(fed, full[:, T - 1 : -1].argmax(-1))
 
 
 @pytest.mark.parametrize("T", [1, 7, 16])

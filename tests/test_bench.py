@@ -23,8 +23,10 @@ def tiny_factory(fail: dict | None = None):
         m = TTTBench("mlp" if name == "ttt-mlp" else "linear", torch.float32, device, "reference", **TINY)
         m.name = name
         if name in fail:
+
             def broken():
                 raise fail[name]
+
             m.decode = broken
         return m
 
@@ -32,9 +34,19 @@ def tiny_factory(fail: dict | None = None):
 
 
 def small_spec(**kw):
-    base = dict(models=("ttt-linear", "transformer", "mamba"), backends=("reference",), dtype="fp32",
-                prefill_batches=(2,), prefill_lens=(17, 32), decode_batches=(1, 3), decode_gen_lens=(3,),
-                pd_batches=(2,), pd_prompt_lens=(20,), pd_gen_len=2, extra_prefill=())
+    base = dict(
+        models=("ttt-linear", "transformer", "mamba"),
+        backends=("reference",),
+        dtype="fp32",
+        prefill_batches=(2,),
+        prefill_lens=(17, 32),
+        decode_batches=(1, 3),
+        decode_gen_lens=(3,),
+        pd_batches=(2,),
+        pd_prompt_lens=(20,),
+        pd_gen_len=2,
+        extra_prefill=(),
+    )
     base.update(kw)
     return sweep.SweepSpec(**base)
 
@@ -97,8 +109,10 @@ def test_sweep_records_every_point_and_resumes(tmp_path):
 def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "r.jsonl"
     spec = small_spec(models=("ttt-linear", "ttt-mlp"))
-    fail = {"ttt-linear": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
-            "ttt-mlp": RuntimeError("kernel launch failed")}
+    fail = {
+        "ttt-linear": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"),
+        "ttt-mlp": RuntimeError("kernel launch failed"),
+    }
     rows = sweep.run_sweep(sweep.grid(spec), out, spec, "cpu", 1, None, None, {}, False, tiny_factory(fail))
     status = {(r["model"], r["kind"]): r["status"] for r in rows}
     assert status[("ttt-linear", "decode")] == "oom" and status[("ttt-mlp", "decode")] == "error"
@@ -109,26 +123,78 @@ def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path):
 def _synthetic_rows():
     env = {"gpu": "NVIDIA H200", "torch": "2.11", "triton": "3.6", "tk_commit": "dbb4ecda5f9a", "git_sha": "abc"}
     rows = []
-    for label, model, be, speed in (("ttt-linear (kernels)", "ttt-linear", "kernels", 3.0),
-                                    ("transformer", "transformer", "-", 1.0)):
+    for label, model, be, speed in (
+        ("ttt-linear (kernels)", "ttt-linear", "kernels", 3.0),
+        ("transformer", "transformer", "-", 1.0),
+    ):
         for T in (2048, 4096, 8192):
             p = sweep.Point("prefill", model, be, 16, T)
-            rows.append({"key": p.key, "kind": "prefill", "label": label, "model": model, "backend": be, "batch": 16,
-                         "prompt_len": T, "gen_len": 0, "status": "ok", "ms": T / speed / 100,
-                         "tokens_per_s": 16 * T / (T / speed / 1e5), "prefill_fraction_of_limit": 0.5, "env": env,
-                         "ceilings": {"copy_tb_s": 4.2, "matmul_tflop_s": 700}})
+            rows.append(
+                {
+                    "key": p.key,
+                    "kind": "prefill",
+                    "label": label,
+                    "model": model,
+                    "backend": be,
+                    "batch": 16,
+                    "prompt_len": T,
+                    "gen_len": 0,
+                    "status": "ok",
+                    "ms": T / speed / 100,
+                    "tokens_per_s": 16 * T / (T / speed / 1e5),
+                    "prefill_fraction_of_limit": 0.5,
+                    "env": env,
+                    "ceilings": {"copy_tb_s": 4.2, "matmul_tflop_s": 700},
+                }
+            )
         for B in (1, 16, 64):
             p = sweep.Point("decode", model, be, B, 1, 128)
-            rows.append({"key": p.key, "kind": "decode", "label": label, "model": model, "backend": be, "batch": B,
-                         "prompt_len": 1, "gen_len": 128, "status": "ok", "ms": 100.0, "decode_ms_per_step": 0.8,
-                         "tokens_per_s": B * speed * 1000, "decode_fraction_of_limit": 0.7, "env": env})
+            rows.append(
+                {
+                    "key": p.key,
+                    "kind": "decode",
+                    "label": label,
+                    "model": model,
+                    "backend": be,
+                    "batch": B,
+                    "prompt_len": 1,
+                    "gen_len": 128,
+                    "status": "ok",
+                    "ms": 100.0,
+                    "decode_ms_per_step": 0.8,
+                    "tokens_per_s": B * speed * 1000,
+                    "decode_fraction_of_limit": 0.7,
+                    "env": env,
+                }
+            )
         p = sweep.Point("prefill_decode", model, be, 16, 8192, 128)
-        rows.append({"key": p.key, "kind": "prefill_decode", "label": label, "model": model, "backend": be,
-                     "batch": 16, "prompt_len": 8192, "gen_len": 128, "status": "ok", "ms": 300.0, "prefill_ms": 200.0,
-                     "decode_ms_per_step": 0.7 / speed, "tokens_per_s": 5e5, "decode_fraction_of_limit": 0.6,
-                     "env": env})
-    rows.append({"key": "decode|transformer|-|fp16|B512|T1|G128", "kind": "decode", "status": "oom",
-                 "reason": "CUDA out of memory"})
+        rows.append(
+            {
+                "key": p.key,
+                "kind": "prefill_decode",
+                "label": label,
+                "model": model,
+                "backend": be,
+                "batch": 16,
+                "prompt_len": 8192,
+                "gen_len": 128,
+                "status": "ok",
+                "ms": 300.0,
+                "prefill_ms": 200.0,
+                "decode_ms_per_step": 0.7 / speed,
+                "tokens_per_s": 5e5,
+                "decode_fraction_of_limit": 0.6,
+                "env": env,
+            }
+        )
+    rows.append(
+        {
+            "key": "decode|transformer|-|fp16|B512|T1|G128",
+            "kind": "decode",
+            "status": "oom",
+            "reason": "CUDA out of memory",
+        }
+    )
     return rows
 
 
@@ -168,12 +234,43 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_dry_run_on_cpu(tmp_path, capsys, monkeypatch):
     """`ttt-infer bench --device cpu` end to end with tiny models (the factory is swapped for speed)."""
     real = sweep.run_sweep
-    monkeypatch.setattr("ttt_infer.bench.cli.run_sweep",
-                        lambda *a, **k: real(*a, **k, factory=tiny_factory()))
+    monkeypatch.setattr("ttt_infer.bench.cli.run_sweep", lambda *a, **k: real(*a, **k, factory=tiny_factory()))
     out = tmp_path / "r.jsonl"
-    assert main(["bench", "--device", "cpu", "--out", str(out), "--models", "ttt-linear", "--backends", "reference",
-                 "--dtype", "fp32", "--prefill-batches", "1", "--prefill-lens", "16", "--decode-batches", "1",
-                 "--decode-gen-lens", "2", "--pd-batches", "1", "--pd-prompt-lens", "17", "--pd-gen-len", "2",
-                 "--repeats", "1", "--no-progress", "--figures"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--models",
+                "ttt-linear",
+                "--backends",
+                "reference",
+                "--dtype",
+                "fp32",
+                "--prefill-batches",
+                "1",
+                "--prefill-lens",
+                "16",
+                "--decode-batches",
+                "1",
+                "--decode-gen-lens",
+                "2",
+                "--pd-batches",
+                "1",
+                "--pd-prompt-lens",
+                "17",
+                "--pd-gen-len",
+                "2",
+                "--repeats",
+                "1",
+                "--no-progress",
+                "--figures",
+            ]
+        )
+        == 0
+    )
     assert "prefill|ttt-linear|reference|fp32|B1|T16|G0" in capsys.readouterr().out
     assert (tmp_path / "bench.md").exists() and len(sweep.read_results(out)) == 3

@@ -11,8 +11,14 @@ from ttt_infer import load_pretrained, save_pretrained
 from ttt_infer.checkpoint import CheckpointError
 
 # HF's save_pretrained adds keys our config does not use; loading must accept them
-HF_EXTRA = {"architectures": ["TTTForCausalLM"], "torch_dtype": "float32", "transformers_version": "4.40.0",
-            "use_cache": False, "pretraining_tp": 1, "scan_checkpoint_group_size": 0}
+HF_EXTRA = {
+    "architectures": ["TTTForCausalLM"],
+    "torch_dtype": "float32",
+    "transformers_version": "4.40.0",
+    "use_cache": False,
+    "pretraining_tp": 1,
+    "scan_checkpoint_group_size": 0,
+}
 
 
 @pytest.mark.parametrize("layer_type", ["linear", "mlp"])
@@ -37,19 +43,37 @@ def _hand_written_tensors(cfg, g):
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         s = p + "seq_modeling_block."
-        t.update({
-            p + "seq_norm.weight": 1 + r(C), p + "ffn_norm.weight": 1 + r(C),
-            p + "mlp.gate_proj.weight": r(F_, C), p + "mlp.up_proj.weight": r(F_, C), p + "mlp.down_proj.weight": r(C, F_),
-            p + "conv.conv.weight": r(C, 1, k), p + "conv.conv.bias": r(C), p + "conv.norm.weight": 1 + r(C),
-            s + "q_proj.weight": r(C, C), s + "v_proj.weight": r(C, C), s + "o_proj.weight": r(C, C),
-            s + "g_proj.weight": r(C, C),
-            s + "conv_q.weight": r(C, 1, k), s + "conv_q.bias": r(C), s + "conv_k.weight": r(C, 1, k),
-            s + "conv_k.bias": r(C),
-            s + "W1": r(nh, f, 4 * f), s + "b1": r(nh, 1, 4 * f), s + "W2": r(nh, 4 * f, f), s + "b2": r(nh, 1, f),
-            s + "ttt_norm_weight": 1 + r(nh, f), s + "ttt_norm_bias": r(nh, f),
-            s + "learnable_ttt_lr_weight": r(nh, 1, C), s + "learnable_ttt_lr_bias": r(nh, 1),
-            s + "learnable_token_idx": r(16), s + "post_norm.weight": 1 + r(C), s + "post_norm.bias": r(C),
-        })
+        t.update(
+            {
+                p + "seq_norm.weight": 1 + r(C),
+                p + "ffn_norm.weight": 1 + r(C),
+                p + "mlp.gate_proj.weight": r(F_, C),
+                p + "mlp.up_proj.weight": r(F_, C),
+                p + "mlp.down_proj.weight": r(C, F_),
+                p + "conv.conv.weight": r(C, 1, k),
+                p + "conv.conv.bias": r(C),
+                p + "conv.norm.weight": 1 + r(C),
+                s + "q_proj.weight": r(C, C),
+                s + "v_proj.weight": r(C, C),
+                s + "o_proj.weight": r(C, C),
+                s + "g_proj.weight": r(C, C),
+                s + "conv_q.weight": r(C, 1, k),
+                s + "conv_q.bias": r(C),
+                s + "conv_k.weight": r(C, 1, k),
+                s + "conv_k.bias": r(C),
+                s + "W1": r(nh, f, 4 * f),
+                s + "b1": r(nh, 1, 4 * f),
+                s + "W2": r(nh, 4 * f, f),
+                s + "b2": r(nh, 1, f),
+                s + "ttt_norm_weight": 1 + r(nh, f),
+                s + "ttt_norm_bias": r(nh, f),
+                s + "learnable_ttt_lr_weight": r(nh, 1, C),
+                s + "learnable_ttt_lr_bias": r(nh, 1),
+                s + "learnable_token_idx": r(16),
+                s + "post_norm.weight": 1 + r(C),
+                s + "post_norm.bias": r(C),
+            }
+        )
     return t
 
 

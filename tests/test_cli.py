@@ -29,8 +29,22 @@ def test_env_json(capsys):
 def test_generate_from_checkpoint_is_greedy_continuation(tmp_path, capsys):
     model = tiny_model("mlp", "mamba", dtype=torch.float32)
     save_pretrained(model, tmp_path)
-    assert main(["generate", "--checkpoint", str(tmp_path), "--prompt-ids", "3,1,4,1,5", "--max-new-tokens", "6",
-                 "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(tmp_path),
+                "--prompt-ids",
+                "3,1,4,1,5",
+                "--max-new-tokens",
+                "6",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     rows = [list(map(int, line.split())) for line in capsys.readouterr().out.strip().splitlines()]
     want = model.generate(torch.tensor([[3, 1, 4, 1, 5]] * 2), 6).tolist()
     assert rows == want
@@ -39,9 +53,28 @@ def test_generate_from_checkpoint_is_greedy_continuation(tmp_path, capsys):
 def test_generate_random_init_entry_point():
     """The installed console script path: python -m ttt_infer.cli with a random-init standard config."""
     out = subprocess.run(
-        [sys.executable, "-m", "ttt_infer.cli", "generate", "--config", "125m", "--random-init", "--num-layers", "1",
-         "--prompt-len", "17", "--max-new-tokens", "3", "--layer-type", "mlp", "--batch-size", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ttt_infer.cli",
+            "generate",
+            "--config",
+            "125m",
+            "--random-init",
+            "--num-layers",
+            "1",
+            "--prompt-len",
+            "17",
+            "--max-new-tokens",
+            "3",
+            "--layer-type",
+            "mlp",
+            "--batch-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     rows = out.stdout.strip().splitlines()

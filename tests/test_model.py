@@ -108,8 +108,17 @@ def test_every_learnable_term_changes_the_output():
     ids = torch.randint(0, VOCAB, (1, 20))
     base = model(ids)
     layer = model.model.layers[0].seq_modeling_block
-    for name in ("learnable_token_idx", "learnable_ttt_lr_bias", "learnable_ttt_lr_weight", "ttt_norm_weight",
-                 "ttt_norm_bias", "W1", "b1", "W2", "b2"):
+    for name in (
+        "learnable_token_idx",
+        "learnable_ttt_lr_bias",
+        "learnable_ttt_lr_weight",
+        "ttt_norm_weight",
+        "ttt_norm_bias",
+        "W1",
+        "b1",
+        "W2",
+        "b2",
+    ):
         p = getattr(layer, name)
         delta = 0.1 * torch.randn_like(p)  # random: a constant shift along LN's axis would be invisible
         with torch.no_grad():
@@ -168,7 +177,9 @@ def test_head_dim_96_runs():
     assert model.config.head_dim == 96
     ids = torch.randint(0, VOCAB, (1, 20))
     cache = model.new_cache(1)
-    out = torch.cat([model(ids[:, :17], cache)] + [model.decode_step(ids[:, t], cache)[:, None] for t in (17, 18, 19)], 1)
+    out = torch.cat(
+        [model(ids[:, :17], cache)] + [model.decode_step(ids[:, t], cache)[:, None] for t in (17, 18, 19)], 1
+    )
     assert rel_err(out, model(ids)) < 1e-10
 
 

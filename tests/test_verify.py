@@ -125,11 +125,11 @@ def test_figures_on_synthetic_curves(tmp_path):
 
 
 # --- checks ----------------------------------------------------------------------------------------------
-def _phase(cr_tok, cr_tv, err_c, err_r):
+def _phase(cr_tok, cr_tv, err_c, err_r, rf_tok=0.0, rf_tv=0.0):
     return dict(
         cand_vs_ref=dict(summary=dict(token_diff_mean=cr_tok, tv_max=cr_tv)),
         cand_vs_fp64=dict(summary=dict(tv_mean=err_c)),
-        ref_vs_fp64=dict(summary=dict(tv_mean=err_r)),
+        ref_vs_fp64=dict(summary=dict(tv_mean=err_r, token_diff_mean=rf_tok, tv_max=rf_tv)),
     )
 
 
@@ -151,6 +151,23 @@ def test_phase_checks_thresholds(tok, tv, err_c, err_r, expect):
     assert [c["name"] for c in checks] == ["decode.token_diff_mean", "decode.tv_max", "decode.error_ratio_vs_fp64"]
     assert [c["status"] for c in checks] == expect
     assert res["error"]["cand_vs_fp64"] == err_c and res["error"]["ref_vs_fp64"] == err_r
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_precision_floor_raises_absolute_gates_only_above_spec(strict):
+    """ref vs fp64 differs on 4% of tokens: the token gate becomes 2 x 4% = 8% (not strict); a floor below
+    the spec value never lowers it; the error-ratio gate is untouched."""
+    th = Thresholds(strict=strict)
+    checks: list = []
+    phase_checks(checks, "prefill", "linear", "bf16", _phase(0.07, 0.009, 1e-3, 1e-3, rf_tok=0.04, rf_tv=0.001), th)
+    tok, tv, _ = checks
+    assert tok["status"] == (FAIL if strict else PASS)
+    assert tok["threshold"] == (0.01 if strict else pytest.approx(0.08))
+    assert ("precision floor" in tok["reason"]) != strict
+    assert tv["status"] == PASS and tv["threshold"] == 0.01 and tv["reason"] == ""  # 2 x 0.1% < 1%
+    checks = []
+    phase_checks(checks, "prefill", "linear", "bf16", _phase(0.09, 0.0, 1e-3, 1e-3, rf_tok=0.04), th)
+    assert checks[0]["status"] == FAIL  # above even the floor
 
 
 # --- the runs ----------------------------------------------------------------------------------------------
