@@ -31,6 +31,7 @@ def main() -> None:
     model.backend = args.backend
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=args.device)
     model(ids[:, :32], last_only=True)  # warm-up: compiles, tunes
+    model.decode_step(ids[:, 0], model.new_cache(args.batch))  # the decode kernels tune on their first step
     cuda = args.device == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     key = "cuda_time_total" if cuda else "cpu_time_total"

@@ -92,9 +92,11 @@ def test_qk_conv_rope(dtype, T, start, nh):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_lr_gate(dtype):
+@pytest.mark.parametrize("w_like_x", [False, True])
+def test_lr_gate(dtype, w_like_x):
+    """w in x's 16-bit dtype (as in a 16-bit model) takes the tensor-core path: still the fp32 dot product."""
     x = rnd(2, 19, 96, dtype=dtype, seed=3)
-    w, b = rnd(4, 96, seed=4, scale=0.1), rnd(4, seed=5)
+    w, b = rnd(4, 96, seed=4, scale=0.1, dtype=dtype if w_like_x else torch.float32), rnd(4, seed=5)
     got = GLUE.lr_gate(x, w, b, 1.0 / 16)
     assert got.shape == (2, 4, 19) and got.dtype == torch.float32
     assert rel_err(got, TORCH_GLUE.lr_gate(x, w, b, 1.0 / 16)) < 2e-6
@@ -136,3 +138,14 @@ def test_bad_inputs_get_clear_errors():
                           torch.zeros(1, dtype=torch.int64, device=DEV), 3, 1e4, 16)  # fmt: skip
     with pytest.raises(ValueError, match="a and b must match"):
         GLUE.silu_mul(x, x[:, :2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_with_residual_in_the_gemm(dtype):
+    torch.manual_seed(3)
+    proj = nn.Linear(96, 64, bias=False).to(DEV, dtype)
+    x, res = rnd(2, 5, 96, dtype=dtype, seed=10), rnd(2, 5, 64, dtype=dtype, seed=11)
+    got = GLUE.linear(x, proj, res)
+    assert got.shape == res.shape and got.dtype == dtype
+    assert rel_err(got, TORCH_GLUE.linear(x, proj, res)) < TOL[dtype]
+    assert torch.equal(GLUE.linear(x, proj), proj(x))

@@ -40,8 +40,10 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, glue: Glue | None = None) -> torch.Tensor:
-        return self.down_proj((glue or TORCH_GLUE).silu_mul(self.gate_proj(x), self.up_proj(x)))
+    def forward(self, x: torch.Tensor, glue: Glue | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """down(silu(gate(x)) * up(x)), plus `residual` when given."""
+        glue = glue or TORCH_GLUE
+        return glue.linear(glue.silu_mul(self.gate_proj(x), self.up_proj(x)), self.down_proj, residual)
 
 
 def depthwise_conv1d(kernel: int, channels: int) -> nn.Conv1d:
@@ -167,8 +169,9 @@ class TTTLayer(nn.Module):
         seqlen: int,
         position: torch.Tensor,
         backend: Backend,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B, T, C] (after seq_norm) -> [B, T, C].
+        """x [B, T, C] (after seq_norm) -> [B, T, C] (plus `residual` when given).
 
         `seqlen` (python int) and `position` ([1] int64 tensor) both count the tokens before x.
         """
@@ -190,7 +193,7 @@ class TTTLayer(nn.Module):
             state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), seqlen % b, position
         )  # [B, nh, T, f]
         gate = self.g_proj(x) if self.config.use_gate else None
-        return self.o_proj(glue.post_gate(out, gate, self.post_norm, LN_EPS, x.dtype))
+        return glue.linear(glue.post_gate(out, gate, self.post_norm, LN_EPS, x.dtype), self.o_proj, residual)
 
 
 class TorchGlue:
@@ -252,6 +255,12 @@ class TorchGlue:
     @staticmethod
     def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.silu(a) * b
+
+    @staticmethod
+    def linear(x: torch.Tensor, proj: nn.Linear, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """proj(x), plus `residual` when given (rounded twice, as `residual + proj(x)` is)."""
+        y = proj(x)
+        return y if residual is None else residual + y
 
 
 TORCH_GLUE = TorchGlue()

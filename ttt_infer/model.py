@@ -28,10 +28,10 @@ class Block(nn.Module):
         if cache.pre_conv is not None:
             x = self.conv(x, cache.pre_conv[i], glue)  # x + conv(norm(x))
         qk_conv = cache.qk_conv[i] if cache.qk_conv is not None else None
-        x = x + self.seq_modeling_block(
-            self.seq_norm(x, glue), cache.ttt[i], qk_conv, cache.seqlen, cache.position, backend
+        x = self.seq_modeling_block(
+            self.seq_norm(x, glue), cache.ttt[i], qk_conv, cache.seqlen, cache.position, backend, residual=x
         )
-        return x + self.mlp(self.ffn_norm(x, glue), glue)
+        return self.mlp(self.ffn_norm(x, glue), glue, residual=x)
 
 
 class TTTModel(nn.Module):

@@ -3,7 +3,8 @@ takes several: RMSNorm, the causal depthwise convs (with the conv history, the r
 Q/K the head layout and RoPE at position mod the mini-batch), the learning-rate gate, the post-norm
 LayerNorm with the output gate, and SwiGLU's silu(a) * b.
 
-Each kernel computes what the PyTorch reference in `ttt_infer/layers.py` computes (`TorchGlue`),
+`linear` adds the block's residual inside the output projection's GEMM (torch.addmm) instead of a
+separate pass. Each kernel computes what the PyTorch reference in `ttt_infer/layers.py` computes (`TorchGlue`),
 in fp32, rounding to the activation dtype at the same points as the reference, so the two agree to
 the rounding of the accumulation order. `TritonGlue` has the same methods as `TorchGlue`; the kernel
 backends use it (`backend.glue`). Positions come from the cache's device tensor (CUDA-graph safe).
@@ -55,96 +56,84 @@ if triton is not None:
         tl.store(Y + row * N + cols, (xn * w).to(Y.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _conv_taps(xb, hb, ch, cmask, t, tmask, sxt, KS: tl.constexpr, j: tl.constexpr):
-        """Input of tap j for times t [BT] and channels ch [BP]: x[t + j - (KS-1)] or the history."""
+    def _conv_taps(xb, hb, c, cmask, t, tmask, sxt, KS: tl.constexpr, j: tl.constexpr):
+        """Input of tap j for times t [BT] and channels c [BC]: x[t + j - (KS-1)] or the history."""
         s = t + (j - (KS - 1))
         from_x = tl.load(
-            xb + s[:, None] * sxt + ch[None, :], mask=((s >= 0) & tmask)[:, None] & cmask[None, :], other=0.0
+            xb + s[:, None] * sxt + c[None, :], mask=((s >= 0) & tmask)[:, None] & cmask[None, :], other=0.0
         )
         from_h = tl.load(
-            hb + ch[None, :] * (KS - 1) + (s + (KS - 1))[:, None],
+            hb + c[None, :] * (KS - 1) + (s + (KS - 1))[:, None],
             mask=((s < 0) & tmask)[:, None] & cmask[None, :],
             other=0.0,
         )
         return from_x.to(tl.float32) + from_h.to(tl.float32)
 
     @triton.jit
-    def _rope_store(Y, e, o, b, t, tmask, ce, pmask, pos0, T, C, NH, log2_theta,
-                    F: tl.constexpr, MB: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
-        """Store the (even, odd) channel pairs e, o [BT, BP] (rounded to Y's dtype): plain [B, T, C], or
-        rotated by RoPE at position (pos0 + t) mod MB into the head layout [B, NH, T, F]."""
-        m = tmask[:, None] & pmask[None, :]
+    def _conv_store(Y, y, b, t, tmask, c, cmask, pos0, T, C, NH, log2_theta,
+                    BT: tl.constexpr, BC: tl.constexpr, F: tl.constexpr, MB: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
+        """Store y [BT, BC] (already rounded to Y's dtype): plain [B, T, C], or with RoPE at position
+        (pos0 + t) mod MB on the interleaved pairs (2i, 2i+1) into the head layout [B, NH, T, F]."""
+        m = tmask[:, None] & cmask[None, :]
         if ROPE:
-            p = ((pos0 + t) % MB).to(tl.float32)
-            d = ce % F
-            inv_freq = tl.exp2(-(d.to(tl.float32) / F) * log2_theta)  # theta^(-2i/F), d = 2i
-            ang = p[:, None] * inv_freq[None, :]
+            e, o = tl.split(tl.reshape(y.to(tl.float32), (BT, BC // 2, 2)))  # the pairs (x_2i, x_2i+1)
+            d = (c % F).to(tl.float32)  # feature index inside the head
+            inv_freq = tl.exp2(-(tl.reshape(d, (BC // 2, 2)).min(axis=1) / F) * log2_theta)  # theta^(-2i/F)
+            ang = ((pos0 + t) % MB).to(tl.float32)[:, None] * inv_freq[None, :]
             cs, sn = tl.cos(ang), tl.sin(ang)
-            e32, o32 = e.to(tl.float32), o.to(tl.float32)
-            re = (e32 * cs - o32 * sn).to(Y.dtype.element_ty)
-            im = (e32 * sn + o32 * cs).to(Y.dtype.element_ty)
-            h = ce // F
-            off = b * NH * T * F + h[None, :].to(tl.int64) * T * F + t[:, None].to(tl.int64) * F + d[None, :]
-            tl.store(Y + off, re, mask=m)
-            tl.store(Y + off + 1, im, mask=m)
+            dt = Y.dtype.element_ty
+            rot = tl.reshape(tl.join((e * cs - o * sn).to(dt), (e * sn + o * cs).to(dt)), (BT, BC))
+            off = (
+                b * NH * T * F + (c // F)[None, :].to(tl.int64) * T * F + t[:, None].to(tl.int64) * F + (c % F)[None, :]
+            )
+            tl.store(Y + off, rot, mask=m)
         else:
-            off = b * T * C + t[:, None].to(tl.int64) * C + ce[None, :]
-            tl.store(Y + off, e, mask=m)
-            tl.store(Y + off + 1, o, mask=m)
+            tl.store(Y + b * T * C + t[:, None].to(tl.int64) * C + c[None, :], y, mask=m)
 
     @triton.jit
     def _conv_kernel(X, HIST, W1, B1, W2, B2, RES, Y1, Y2, POS,
                      T, C, sxb, sxt, NH, log2_theta,
-                     KS: tl.constexpr, BT: tl.constexpr, BP: tl.constexpr, TWO: tl.constexpr,
+                     KS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, TWO: tl.constexpr,
                      HAS_RES: tl.constexpr, ROPE: tl.constexpr, F: tl.constexpr, MB: tl.constexpr,
                      UPDATE_HIST: tl.constexpr, KSP: tl.constexpr):  # fmt: skip
-        """Causal depthwise conv of x [B, T, C] after the history [B, C, KS-1]: channel pairs
-        (2i, 2i+1), BT times x BP pairs a program. y1 = conv_1(x) (+ res), y2 = conv_2(x) when TWO."""
-        pid_t, b, pid_p = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+        """Causal depthwise conv of x [B, T, C] after the history [B, C, KS-1], BT times x BC channels a
+        program: y1 = conv_1(x) (+ res), y2 = conv_2(x) when TWO."""
+        pid_t, b, pid_c = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
         t = pid_t * BT + tl.arange(0, BT)
-        pr = pid_p * BP + tl.arange(0, BP)
-        ce = 2 * pr
-        co = ce + 1
+        c = pid_c * BC + tl.arange(0, BC)
         tmask = t < T
-        pmask = pr < C // 2
+        cmask = c < C
         xb = X + b * sxb
         hb = HIST + b * C * (KS - 1)
-        ae1 = tl.zeros([BT, BP], tl.float32) + tl.load(B1 + ce, mask=pmask, other=0.0).to(tl.float32)[None, :]
-        ao1 = tl.zeros([BT, BP], tl.float32) + tl.load(B1 + co, mask=pmask, other=0.0).to(tl.float32)[None, :]
+        a1 = tl.zeros([BT, BC], tl.float32) + tl.load(B1 + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
         if TWO:
-            ae2 = tl.zeros([BT, BP], tl.float32) + tl.load(B2 + ce, mask=pmask, other=0.0).to(tl.float32)[None, :]
-            ao2 = tl.zeros([BT, BP], tl.float32) + tl.load(B2 + co, mask=pmask, other=0.0).to(tl.float32)[None, :]
+            a2 = tl.zeros([BT, BC], tl.float32) + tl.load(B2 + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
         for j in tl.static_range(KS):
-            ve = _conv_taps(xb, hb, ce, pmask, t, tmask, sxt, KS, j)
-            vo = _conv_taps(xb, hb, co, pmask, t, tmask, sxt, KS, j)
-            ae1 += ve * tl.load(W1 + ce * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
-            ao1 += vo * tl.load(W1 + co * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
+            v = _conv_taps(xb, hb, c, cmask, t, tmask, sxt, KS, j)
+            a1 += v * tl.load(W1 + c * KS + j, mask=cmask, other=0.0).to(tl.float32)[None, :]
             if TWO:
-                ae2 += ve * tl.load(W2 + ce * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
-                ao2 += vo * tl.load(W2 + co * KS + j, mask=pmask, other=0.0).to(tl.float32)[None, :]
+                a2 += v * tl.load(W2 + c * KS + j, mask=cmask, other=0.0).to(tl.float32)[None, :]
         dt = Y1.dtype.element_ty
-        e1, o1 = ae1.to(dt), ao1.to(dt)  # the conv's output, rounded as F.conv1d rounds it
+        y1 = a1.to(dt)  # the conv's output, rounded as F.conv1d rounds it
         if HAS_RES:
-            rb = RES + b * T * C + t[:, None].to(tl.int64) * C
-            rm = tmask[:, None] & pmask[None, :]
-            e1 = (tl.load(rb + ce[None, :], mask=rm, other=0.0).to(tl.float32) + e1.to(tl.float32)).to(dt)
-            o1 = (tl.load(rb + co[None, :], mask=rm, other=0.0).to(tl.float32) + o1.to(tl.float32)).to(dt)
+            r = tl.load(RES + b * T * C + t[:, None].to(tl.int64) * C + c[None, :],
+                        mask=tmask[:, None] & cmask[None, :], other=0.0)  # fmt: skip
+            y1 = (r.to(tl.float32) + y1.to(tl.float32)).to(dt)
         pos0 = 0
         if ROPE:
             pos0 = tl.load(POS)
-        _rope_store(Y1, e1, o1, b, t, tmask, ce, pmask, pos0, T, C, NH, log2_theta, F, MB, ROPE)
+        _conv_store(Y1, y1, b, t, tmask, c, cmask, pos0, T, C, NH, log2_theta, BT, BC, F, MB, ROPE)
         if TWO:
-            _rope_store(Y2, ae2.to(dt), ao2.to(dt), b, t, tmask, ce, pmask, pos0, T, C, NH, log2_theta, F, MB, ROPE)
+            _conv_store(Y2, a2.to(dt), b, t, tmask, c, cmask, pos0, T, C, NH, log2_theta, BT, BC, F, MB, ROPE)
         if UPDATE_HIST:  # the only program along T: it alone reads and writes these channels' history
-            cb = pid_p * 2 * BP + tl.arange(0, 2 * BP)
             i = tl.arange(0, KSP)
             s = T - (KS - 1) + i  # the new history: inputs T-(KS-1) .. T-1, from x or the old history
-            m = (cb < C)[:, None] & (i < KS - 1)[None, :]
-            fx = tl.load(xb + s[None, :] * sxt + cb[:, None], mask=m & (s >= 0)[None, :], other=0.0)
-            fh = tl.load(hb + cb[:, None] * (KS - 1) + (s + KS - 1)[None, :], mask=m & (s < 0)[None, :], other=0.0)
+            m = cmask[:, None] & (i < KS - 1)[None, :]
+            fx = tl.load(xb + s[None, :] * sxt + c[:, None], mask=m & (s >= 0)[None, :], other=0.0)
+            fh = tl.load(hb + c[:, None] * (KS - 1) + (s + KS - 1)[None, :], mask=m & (s < 0)[None, :], other=0.0)
             new = fx.to(tl.float32) + fh.to(tl.float32)
             tl.debug_barrier()  # every read of the old history (the taps above too) is done before it is overwritten
-            tl.store(hb + cb[:, None] * (KS - 1) + i[None, :], new.to(HIST.dtype.element_ty), mask=m)
+            tl.store(hb + c[:, None] * (KS - 1) + i[None, :], new.to(HIST.dtype.element_ty), mask=m)
 
     @triton.jit
     def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr):
@@ -158,8 +147,10 @@ if triton is not None:
 
     @triton.jit
     def _lr_gate_kernel(X, W, BIAS, OUT, M, T, NH, scale, C: tl.constexpr,
-                        BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr):  # fmt: skip
-        """lr[b, h, t] = scale * sigmoid(x[b, t] . w[h] + bias[h]) in fp32 (rows r = b * T + t)."""
+                        BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, EXACT16: tl.constexpr):  # fmt: skip
+        """lr[b, h, t] = scale * sigmoid(x[b, t] . w[h] + bias[h]) in fp32 (rows r = b * T + t). EXACT16: x and w
+        share a 16-bit dtype, whose products are exact in fp32, so the tensor cores (fp32 accumulation)
+        compute the reference's fp32 dot product; otherwise an fp32 (ieee) dot."""
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         rm = rows < M
         n = tl.arange(0, BN)
@@ -170,7 +161,10 @@ if triton is not None:
             km = k < C
             x = tl.load(X + rows[:, None].to(tl.int64) * C + k[None, :], mask=rm[:, None] & km[None, :], other=0.0)
             w = tl.load(W + n[None, :] * C + k[:, None], mask=km[:, None] & nm[None, :], other=0.0)
-            acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+            if EXACT16:
+                acc += tl.dot(x, w)
+            else:
+                acc += tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
         logits = acc + tl.load(BIAS + n, mask=nm, other=0.0).to(tl.float32)[None, :]
         lr = scale * tl.sigmoid(logits)
         bi = (rows // T).to(tl.int64)
@@ -291,13 +285,15 @@ class TritonGlue:
             shape = (B, T, C)
         y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
         y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
-        BT, BP = 16, 64
-        grid = (triton.cdiv(T, BT), B, triton.cdiv(C // 2, BP))
+        BT, BC = min(16, triton.next_power_of_2(T)), 256 if C >= 256 else triton.next_power_of_2(C)
+        if rope is not None and (BC % f and f % BC):
+            _fail(fn, f"head size {f} and channel tile {BC} do not nest")
+        grid = (triton.cdiv(T, BT), B, triton.cdiv(C, BC))
         single = grid[0] == 1
         _conv_kernel[grid](
             x, history, w1, b1, w2, b2, residual if residual is not None else x, y1, y2, position,
             T, C, x.stride(0), x.stride(1), nh, math.log2(theta),
-            KS=ks, BT=BT, BP=BP, TWO=len(convs) == 2, HAS_RES=residual is not None, ROPE=rope is not None,
+            KS=ks, BT=BT, BC=BC, TWO=len(convs) == 2, HAS_RES=residual is not None, ROPE=rope is not None,
             F=f, MB=mb, UPDATE_HIST=single, KSP=triton.next_power_of_2(ks - 1), num_warps=4,
         )  # fmt: skip
         if not single:
@@ -313,9 +309,11 @@ class TritonGlue:
             _fail("lr_gate", f"weight must be [nh, {C}] and bias [nh], got {tuple(weight.shape)}, {tuple(bias.shape)}")
         x, weight, bias = x.contiguous(), weight.contiguous(), bias.reshape(nh).contiguous()
         out = torch.empty(B, nh, T, device=x.device, dtype=torch.float32)
-        BM, BN = 16, max(16, triton.next_power_of_2(nh))
-        _lr_gate_kernel[(triton.cdiv(B * T, BM),)](x, weight, bias, out, B * T, T, nh, float(scale), C=C,
-                                                   BM=BM, BK=64, BN=BN, num_warps=4)  # fmt: skip
+        M, BN = B * T, max(16, triton.next_power_of_2(nh))
+        BM = 64 if M >= 64 * 132 else 16  # enough programs for every SM
+        exact16 = x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
+        _lr_gate_kernel[(triton.cdiv(M, BM),)](x, weight, bias, out, M, T, nh, float(scale), C=C,
+                                               BM=BM, BK=128, BN=BN, EXACT16=exact16, num_warps=4)  # fmt: skip
         return out
 
     def post_gate(self, o: torch.Tensor, gate: torch.Tensor | None, ln: torch.nn.LayerNorm, eps: float,
@@ -335,6 +333,15 @@ class TritonGlue:
                                     F=f, BLOCK=triton.next_power_of_2(C), HAS_GATE=gate is not None,
                                     K=_SQRT_2_OVER_PI, num_warps=8)  # fmt: skip
         return y
+
+    @staticmethod
+    def linear(x: torch.Tensor, proj: torch.nn.Linear, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """proj(x) + residual as one GEMM with the residual in its epilogue (cuBLAS beta = 1): one rounding."""
+        if residual is None or proj.bias is not None or residual.dtype != x.dtype:
+            y = proj(x)
+            return y if residual is None else residual + y
+        out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), proj.weight.t())
+        return out.view(residual.shape)
 
     def silu_mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         _check_act("silu_mul", "a", a)
