@@ -82,6 +82,28 @@ __device__ inline void load_tile(RT &dst, const TT *smem, int row0, int col0) {
   }
 }
 
+// Col-layout tile whose 16x16 blocks are the A operand of mma_AtB_base (a.data[0..3] in order): the
+// ldmatrix.trans matrices are addressed so that they land in that order (matrix m = lane/8: rows
+// 8*(m/2)..+7, columns 8*(m%2)..+7), so no register moves are needed before the MMA. (load_tile's col
+// order, data = {m0, m2, m1, m3}, is the one the B operand wants: pairs {data[0], data[2]}, {data[1], data[3]}.)
+template <typename RT, typename TT>
+__device__ inline void load_tile_colA(RT &dst, const TT *smem, int row0, int col0) {
+  static_assert(std::is_same_v<typename RT::layout, ducks::rt_layout::col>);
+  const int lane = laneid();
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+#pragma unroll
+  for (int i = 0; i < RT::height; i++) {
+#pragma unroll
+    for (int j = 0; j < RT::width; j++) {
+      const int r = row0 + i * 16 + (lane % 8) + 8 * (lane / 16);
+      const int c = col0 + j * 16 + 8 * ((lane / 8) % 2);
+      const uint32_t addr = base + 2u * (r * PB + c);
+      uint32_t *d = reinterpret_cast<uint32_t *>(&dst.tiles[i][j].data[0]);
+      ldsm4t(d[0], d[1], d[2], d[3], addr);
+    }
+  }
+}
+
 // Accumulator element walk: f(row, col, value&) for the two values of each float2.
 // Row layout fp32 tile: data[k] holds (row = lane/4 + 8*(k&1), col = 2*(lane%4) + 8*(k>>1)) + {0,1}.
 template <typename RT, typename Fn>
@@ -205,6 +227,13 @@ __device__ inline void st_f(TT *dst, const float *src) {
   for (int e = 0; e < N; e += 2) reinterpret_cast<T2 *>(dst)[e / 2] = io<TT>::from_f2(make_float2(src[e], src[e + 1]));
 }
 
+// Two floats -> one 32-bit word of two 16-bit values (low half first, as in memory).
+template <typename TT>
+__device__ inline uint32_t pack2(float x, float y) {
+  const typename io<TT>::T2 v = io<TT>::from_f2(make_float2(x, y));
+  return *reinterpret_cast<const uint32_t *>(&v);
+}
+
 __device__ inline float gelu_tanh(float x) {
   const float k0 = 0.7978845608028654f, k1 = 0.044715f;
   return 0.5f * x * (1.f + tanhf(k0 * (x + k1 * x * x * x)));
@@ -240,6 +269,45 @@ __device__ inline void stage_rows(TT *sdst, const TT *g, int seg, int start, int
       cp_async16(dst, g + (size_t)t * F + part * 8);
     } else {
       *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// q, k, v rows of one mini-batch segment (3 x 128 chunks of 16 B) with NT threads: thread tid owns chunk
+// tid % 128 (row (tid % 128) / 8, 8 features) of tensors tid / 128, tid / 128 + NT / 128, ... The row
+// and offsets are computed once for the three tensors; no loop over chunks (v3: the generic
+// stage_rows loop cost ~70 instructions a tensor per step, the compiler not knowing NT divides 128).
+template <typename TT, int NT>
+__device__ inline void stage_qkv(TT *sq, TT *sk, TT *sv, const TT *gq, const TT *gk, const TT *gv, int seg,
+                                 int start, int T, int tid) {
+  constexpr int CH = MB * (F / 8);  // 128 chunks a tensor
+  static_assert(NT % CH == 0, "NT must be a multiple of 128");
+  const int cc = tid % CH;
+  const int r = cc / (F / 8), part = cc % (F / 8);
+  const int t = seg * MB + r - start;
+  const int so = r * PB + part * 8;
+  const bool in = (t >= 0) && (t < T);
+  const size_t go = in ? (size_t)t * F + part * 8 : 0;
+  if constexpr (NT == CH) {
+    if (in) {
+      cp_async16(sq + so, gq + go);
+      cp_async16(sk + so, gk + go);
+      cp_async16(sv + so, gv + go);
+    } else {
+      *reinterpret_cast<uint4 *>(sq + so) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4 *>(sk + so) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4 *>(sv + so) = make_uint4(0, 0, 0, 0);
+    }
+  } else {
+#pragma unroll
+    for (int x0 = 0; x0 < 3; x0 += NT / CH) {
+      const int x = x0 + tid / CH;
+      if (x < 3) {
+        TT *d = (x == 0 ? sq : x == 1 ? sk : sv) + so;
+        const TT *g = x == 0 ? gq : x == 1 ? gk : gv;
+        if (in) cp_async16(d, g + go);
+        else *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
+      }
     }
   }
 }

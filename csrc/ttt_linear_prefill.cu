@@ -61,9 +61,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
 
   auto stage = [&](int seg) {
     const int slot = seg % LIN_STAGES;
-    stage_rows(s.q[slot], gq, seg, start, T, tid, 128);
-    stage_rows(s.k[slot], gk, seg, start, T, tid, 128);
-    stage_rows(s.v[slot], gv, seg, start, T, tid, 128);
+    stage_qkv<TT, 128>(s.q[slot], s.k[slot], s.v[slot], gq, gk, gv, seg, start, T, tid);
     stage_lr(s.lr[slot], glr, seg, start, T, tid);
   };
 #pragma unroll
@@ -153,13 +151,15 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       s2 = group_sum<G>(s2);
 #pragma unroll
       for (int e = 0; e < NPL; e++) g[e] = (F * g[e] - s1 - z[e] * s2) * (rstd * (1.f / F));
-      if (t < 0) {
+      if (seg == 0 || seg == nseg - 1) {  // rows outside [0, T) exist only at the ends (no shuffles here)
+        if (t < 0) {
 #pragma unroll
-        for (int e = 0; e < NPL; e++) g[e] = gg_rows[i * F + fb + e];
-      }
-      if (t >= T) {
+          for (int e = 0; e < NPL; e++) g[e] = gg_rows[i * F + fb + e];
+        }
+        if (t >= T) {
 #pragma unroll
-        for (int e = 0; e < NPL; e++) g[e] = 0.f;
+          for (int e = 0; e < NPL; e++) g[e] = 0.f;
+        }
       }
 #pragma unroll
       for (int e = 0; e < NPL; e++) s.gf[i * PF + fb + e] = g[e];
@@ -184,7 +184,24 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     {
       rt<TT, 16, 16, ducks::rt_layout::col> Gc;
       load_tile(Gc, s.g, 0, 16 * w);
-      for_each(A, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * (x + 1.f) : 0.f; });
+      {  // A -> eta * (tril(A) + 1), eta[i][j] = tau_i lr_j; this lane's elements: rows i0, i0 + 8, columns
+         // j0, j0 + 1 (data[0], data[1]) and j0 + 8, j0 + 9 (data[2], data[3]); i0 = lane/4 < 8 <= j0 + 8,
+         // so data[2] is above the diagonal, data[1] below it; data[0] and data[3] share the masks.
+        const int i0 = lane / 4, j0 = 2 * (lane % 4);
+        const float nta = -s.tau[i0], ntb = -s.tau[i0 + 8];
+        const float2 lrl = *reinterpret_cast<const float2 *>(&s.lr[slot][j0]);
+        const float2 lrh = *reinterpret_cast<const float2 *>(&s.lr[slot][j0 + 8]);
+        const bool m0 = j0 <= i0, m1 = j0 + 1 <= i0;
+        float2 *d = A.tiles[0][0].data;
+        float c;
+        c = nta * lrl.x; d[0].x = m0 ? fmaf(c, d[0].x, c) : 0.f;
+        c = nta * lrl.y; d[0].y = m1 ? fmaf(c, d[0].y, c) : 0.f;
+        c = ntb * lrl.x; d[1].x = fmaf(c, d[1].x, c);
+        c = ntb * lrl.y; d[1].y = fmaf(c, d[1].y, c);
+        d[2] = make_float2(0.f, 0.f);
+        c = ntb * lrh.x; d[3].x = m0 ? fmaf(c, d[3].x, c) : 0.f;
+        c = ntb * lrh.y; d[3].y = m1 ? fmaf(c, d[3].y, c) : 0.f;
+      }
       rt<TT, 16, 16> Mb;
       copy(Mb, A);
       mma_ab(Zq, Mb, Gc);
@@ -192,7 +209,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       if (full) {
         rt<TT, 16, 16, ducks::rt_layout::col> CGc;
         rt<TT, 16, 64, ducks::rt_layout::col> Kc;
-        load_tile(CGc, s.cg, 0, 16 * w);
+        load_tile_colA(CGc, s.cg, 0, 16 * w);
         load_tile(Kc, s.k[slot], 0, 0);
         mma_atb(Wt, CGc, Kc);
         // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
@@ -238,9 +255,8 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
-        TT o[NPL];
-        st_f<TT, NPL>(o, z);
-        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = *reinterpret_cast<const uint4 *>(o);
+        const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
+        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = o;
       }
     }
   }
