@@ -128,17 +128,15 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
       ld_f<TT, NPL>(kk, &s.k[slot][i * PB + fb]);
       ld_f<TT, NPL>(vv, &s.v[slot][i * PB + fb]);
-      float sum = 0.f;
-#pragma unroll
-      for (int e = 0; e < NPL; e++) sum += z[e];
-      const float mean = group_sum<G>(sum) * (1.f / F);
+      static_assert(NPL == 8);
+      const float mean = group_sum<G>(sum8(z)) * (1.f / F);
       float sq = 0.f;
 #pragma unroll
       for (int e = 0; e < NPL; e++) {
         z[e] -= mean;
         sq += z[e] * z[e];
       }
-      const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+      const float rstd = rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
       float s1 = 0.f, s2 = 0.f;
 #pragma unroll
       for (int e = 0; e < NPL; e++) {
@@ -242,17 +240,14 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
         ld_f<TT, NPL>(qq, &s.q[slot][i * PB + fb]);
-        float sum = 0.f;
-#pragma unroll
-        for (int e = 0; e < NPL; e++) sum += z[e];
-        const float mean = group_sum<G>(sum) * (1.f / F);
+        const float mean = group_sum<G>(sum8(z)) * (1.f / F);
         float sq = 0.f;
 #pragma unroll
         for (int e = 0; e < NPL; e++) {
           z[e] -= mean;
           sq += z[e] * z[e];
         }
-        const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+        const float rstd = rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
         const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
