@@ -127,6 +127,29 @@ __device__ inline void for_each(RT &t, Fn &&fn) {
       }
 }
 
+// A (16x16 fp32 accumulator, A[i][j]) -> eta[i][j] * (A[i][j] + one) for j <= i, else 0, with eta[i][j] =
+// tau_i lr_j (one = 1 carries the b_bar term of the dual form). This lane's elements: rows i0 = lane/4
+// and i0 + 8, columns j0 = 2 (lane % 4), j0 + 1 (data[0], data[1]) and j0 + 8, j0 + 9 (data[2], data[3]);
+// i0 < 8 <= j0 + 8, so data[2] lies above the diagonal and data[1] below it; data[0] and data[3] share
+// the masks. Two tau and two float2 lr loads (v3; the for_each form loaded tau and lr per element).
+__device__ inline void eta_tril(rt_base<float, ducks::rt_layout::row> &A, const float *tau, const float *lr, float one) {
+  const int lane = laneid();
+  const int i0 = lane / 4, j0 = 2 * (lane % 4);
+  const float nta = -tau[i0], ntb = -tau[i0 + 8];
+  const float2 lrl = *reinterpret_cast<const float2 *>(&lr[j0]);
+  const float2 lrh = *reinterpret_cast<const float2 *>(&lr[j0 + 8]);
+  const bool m0 = j0 <= i0, m1 = j0 + 1 <= i0;
+  float2 *d = A.data;
+  float c;
+  c = nta * lrl.x; d[0].x = m0 ? fmaf(c, d[0].x, c * one) : 0.f;
+  c = nta * lrl.y; d[0].y = m1 ? fmaf(c, d[0].y, c * one) : 0.f;
+  c = ntb * lrl.x; d[1].x = fmaf(c, d[1].x, c * one);
+  c = ntb * lrl.y; d[1].y = fmaf(c, d[1].y, c * one);
+  d[2] = make_float2(0.f, 0.f);
+  c = ntb * lrh.x; d[3].x = m0 ? fmaf(c, d[3].x, c * one) : 0.f;
+  c = ntb * lrh.y; d[3].y = m1 ? fmaf(c, d[3].y, c * one) : 0.f;
+}
+
 // fp32 accumulator tile -> fp32 smem (pitch PF) at column offset col0.
 template <typename RT>
 __device__ inline void store_acc(float *smem, const RT &t, int col0) {
@@ -260,6 +283,14 @@ __device__ inline float gelu_tanh_bwd(float x) {
   const float k0 = 0.7978845608028654f, k1 = 0.044715f;
   const float t = tanhf(k0 * (x + k1 * x * x * x));
   return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * k0 * (1.f + 3.f * k1 * x * x);
+}
+
+// gelu(x) and gelu'(x) from one tanh (the same expressions as gelu_tanh and gelu_tanh_bwd).
+__device__ inline void gelu_tanh_fwd_bwd(float x, float &g, float &dg) {
+  const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+  const float t = tanhf(k0 * (x + k1 * x * x * x));
+  g = 0.5f * x * (1.f + t);
+  dg = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * k0 * (1.f + 3.f * k1 * x * x);
 }
 
 // ---- async global -> shared copies -----------------------------------------------------------

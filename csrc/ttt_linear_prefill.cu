@@ -182,24 +182,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     {
       rt<TT, 16, 16, ducks::rt_layout::col> Gc;
       load_tile(Gc, s.g, 0, 16 * w);
-      {  // A -> eta * (tril(A) + 1), eta[i][j] = tau_i lr_j; this lane's elements: rows i0, i0 + 8, columns
-         // j0, j0 + 1 (data[0], data[1]) and j0 + 8, j0 + 9 (data[2], data[3]); i0 = lane/4 < 8 <= j0 + 8,
-         // so data[2] is above the diagonal, data[1] below it; data[0] and data[3] share the masks.
-        const int i0 = lane / 4, j0 = 2 * (lane % 4);
-        const float nta = -s.tau[i0], ntb = -s.tau[i0 + 8];
-        const float2 lrl = *reinterpret_cast<const float2 *>(&s.lr[slot][j0]);
-        const float2 lrh = *reinterpret_cast<const float2 *>(&s.lr[slot][j0 + 8]);
-        const bool m0 = j0 <= i0, m1 = j0 + 1 <= i0;
-        float2 *d = A.tiles[0][0].data;
-        float c;
-        c = nta * lrl.x; d[0].x = m0 ? fmaf(c, d[0].x, c) : 0.f;
-        c = nta * lrl.y; d[0].y = m1 ? fmaf(c, d[0].y, c) : 0.f;
-        c = ntb * lrl.x; d[1].x = fmaf(c, d[1].x, c);
-        c = ntb * lrl.y; d[1].y = fmaf(c, d[1].y, c);
-        d[2] = make_float2(0.f, 0.f);
-        c = ntb * lrh.x; d[3].x = m0 ? fmaf(c, d[3].x, c) : 0.f;
-        c = ntb * lrh.y; d[3].y = m1 ? fmaf(c, d[3].y, c) : 0.f;
-      }
+      eta_tril(A.tiles[0][0], s.tau, s.lr[slot], 1.f);  // A -> eta * (tril(A) + 1)
       rt<TT, 16, 16> Mb;
       copy(Mb, A);
       mma_ab(Zq, Mb, Gc);

@@ -24,6 +24,7 @@ struct MlpSmem {
   TT q[3][MB * PB], k[3][MB * PB], v[3][MB * PB];
   float lr[3][MB];
   float red[NW][MB * PF];  // per-warp 16x64 partial sums over the hidden axis
+  float2 d1[NW][HID / NW / 16 * 4][32];  // gelu'(Z1) of each warp's slice, accumulator order [w][tile*4 + k][lane]
   float g2f[MB * PF];
   TT g2[MB * PB];
   float b1[HID];
@@ -45,7 +46,7 @@ __device__ inline float ln_normalize(float *x) {
     x[e] -= mean;
     sq += x[e] * x[e];
   }
-  const float rstd = rsqrtf(group_sum<LPR>(sq) * (1.f / F) + LN_EPS);
+  const float rstd = rsqrt_ln(group_sum<LPR>(sq) * (1.f / F) + LN_EPS);
 #pragma unroll
   for (int e = 0; e < NPL; e++) x[e] *= rstd;
   return rstd;
@@ -87,9 +88,7 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
 
   auto stage = [&](int seg) {
     const int slot = seg % 3;
-    stage_rows(s.q[slot], gq, seg, start, T, tid, NT);
-    stage_rows(s.k[slot], gk, seg, start, T, tid, NT);
-    stage_rows(s.v[slot], gv, seg, start, T, tid, NT);
+    stage_qkv<TT, NT>(s.q[slot], s.k[slot], s.v[slot], gq, gk, gv, seg, start, T, tid);
     stage_lr(s.lr[slot], glr, seg, start, T, tid);
   };
   stage(0);
@@ -126,7 +125,8 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
     const float taul = s.tau[MB - 1];
 
     // ---- 1: Z1 = K W1 + b1 (own hidden slice), X2 = gelu(Z1), partial X2 W2 (+ b2 in warp 0's)
-    rt_fl<16, HW> Zq1, D1;       // Q W1 + b1; gelu'(Z1)
+    rt_fl<16, HW> Zq1;           // Q W1 + b1
+    rt<TT, 16, 16> M1b;          // eta * (tril(Q K^T) + 1), from the K, Q tiles of this phase (v3)
     rt<TT, 16, HW> X2b;          // X2 rounded
     rt<TT, 16, HW, col_l> CX2c;  // -(c_j) X2_j rounded, col layout (for the W2 update)
     {
@@ -149,14 +149,24 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
         Z1.tiles[0][hc] = z.tiles[0][0];
         Zq1.tiles[0][hc] = zq.tiles[0][0];
       }
+      {  // the +1 carries the b1bar term
+        rt_fl<16, 16> A1;
+        zero(A1);
+        mma_abt(A1, Qr, Kr);
+        eta_tril(A1.tiles[0][0], s.tau, s.lr[slot], 1.f);
+        copy(M1b, A1);
+      }
       rt_fl<16, HW> X2;
 #pragma unroll
       for (int j = 0; j < HW / 16; j++)
 #pragma unroll
         for (int k = 0; k < 4; k++) {
           const float2 z = Z1.tiles[0][j].data[k];
-          X2.tiles[0][j].data[k] = make_float2(gelu_tanh(z.x), gelu_tanh(z.y));
-          D1.tiles[0][j].data[k] = make_float2(gelu_tanh_bwd(z.x), gelu_tanh_bwd(z.y));
+          float2 x2, d1;
+          gelu_tanh_fwd_bwd(z.x, x2.x, d1.x);
+          gelu_tanh_fwd_bwd(z.y, x2.y, d1.y);
+          X2.tiles[0][j].data[k] = x2;
+          s.d1[w][4 * j + k][lane] = d1;  // gelu'(Z1), read back by this lane in phase 3: no sync needed
         }
       if (seg == 0 && start > 0) {  // rows of the state's partial mini-batch keep their x2
         for_each(X2, [&](int r, int c, float &x) {
@@ -242,29 +252,32 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
     }
     __syncthreads();  // B2
 
-    // ---- 3: G1, the dual form of layer 1, the partial of layer 2, the updates
+    // ---- 3: G1, the dual form of layer 1, the partial of layer 2, the updates. (v3 order: W1 and b1 are
+    // updated as soon as G1 is known, W1t having no later use in the step, so the fp32 G1 dies early;
+    // G2 is loaded in each layout just before its use.)
     {
-      rt<TT, 16, 64> G2r;
-      rt<TT, 16, 64, col_l> G2c;
-      load_tile(G2r, s.g2, 0, 0);
-      load_tile(G2c, s.g2, 0, 0);
       rt_fl<16, HW> G1;  // G1 = (G2 W2_h^T) * gelu'(Z1)
+      {
+        rt<TT, 16, 64> G2r;
+        load_tile(G2r, s.g2, 0, 0);
 #pragma unroll
-      for (int hc = 0; hc < HW / 16; hc++) {
-        rt<TT, 16, 64> wr;
+        for (int hc = 0; hc < HW / 16; hc++) {
+          rt<TT, 16, 64> wr;
 #pragma unroll
-        for (int j = 0; j < 4; j++) copy(wr.tiles[0][j], W2s.tiles[hc][j]);
-        rt_fl<16, 16> gw;
-        zero(gw);
-        mma_abt(gw, G2r, wr);
-        G1.tiles[0][hc] = gw.tiles[0][0];
+          for (int j = 0; j < 4; j++) copy(wr.tiles[0][j], W2s.tiles[hc][j]);
+          rt_fl<16, 16> gw;
+          zero(gw);
+          mma_abt(gw, G2r, wr);
+          G1.tiles[0][hc] = gw.tiles[0][0];
+        }
       }
 #pragma unroll
       for (int j = 0; j < HW / 16; j++)
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-          G1.tiles[0][j].data[k].x *= D1.tiles[0][j].data[k].x;
-          G1.tiles[0][j].data[k].y *= D1.tiles[0][j].data[k].y;
+          const float2 d1 = s.d1[w][4 * j + k][lane];
+          G1.tiles[0][j].data[k].x *= d1.x;
+          G1.tiles[0][j].data[k].y *= d1.y;
         }
       if (seg == 0 || !full || seg == nseg - 1) {  // rows outside [0, T): state rows or padding
         for_each(G1, [&](int r, int c, float &x) {
@@ -285,18 +298,51 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
         copy(G1b, G1);
         swap_layout16(G1c, G1b);
       }
-      // Z1bar = Zq1 - (eta * (tril(Q K^T) + 1)) G1   (the +1 carries the b1bar term)
-      rt<TT, 16, 16> M1b;
-      {
-        rt<TT, 16, 64> Kr, Qr;
-        load_tile(Kr, s.k[slot], 0, 0);
-        load_tile(Qr, s.q[slot], 0, 0);
-        rt_fl<16, 16> A1;
-        zero(A1);
-        mma_abt(A1, Qr, Kr);
-        for_each(A1, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * (x + 1.f) : 0.f; });
-        copy(M1b, A1);
+      if (full) {  // block-uniform: the shuffles below run in whole warps
+        // G1 -> c_r G1 (c_r = -tau_last lr_r; this lane's rows lane/4 (k even) and lane/4 + 8 (k odd))
+        const float c0 = -taul * s.lr[slot][lane / 4], c1 = -taul * s.lr[slot][lane / 4 + 8];
+#pragma unroll
+        for (int j = 0; j < HW / 16; j++)
+#pragma unroll
+          for (int k = 0; k < 4; k++) {
+            const float c = (k & 1) ? c1 : c0;
+            G1.tiles[0][j].data[k].x *= c;
+            G1.tiles[0][j].data[k].y *= c;
+          }
+        {
+          rt<TT, 16, HW, col_l> CG1c;
+          {
+            rt<TT, 16, HW> CG1b;
+            copy(CG1b, G1);
+            swap_layout16(CG1c, CG1b);
+          }
+          rt<TT, 16, 64, col_l> Kc;
+          load_tile(Kc, s.k[slot], 0, 0);
+          mma_atb(W1t, CG1c, Kc);  // W1^T_h -= (c G1_h)^T K
+        }
+        // b1_h -= sum_j c_j G1[j, h]: column sums of the scaled G1 over the 16 rows (read in phase 1 of
+        // the next step, by this warp only)
+#pragma unroll
+        for (int j = 0; j < HW / 16; j++)
+#pragma unroll
+          for (int kh = 0; kh < 2; kh++) {
+            float2 v = G1.tiles[0][j].data[2 * kh];
+            const float2 v8 = G1.tiles[0][j].data[2 * kh + 1];
+            v.x += v8.x;
+            v.y += v8.y;
+#pragma unroll
+            for (int o = 4; o < 32; o <<= 1) {
+              v.x += __shfl_xor_sync(0xffffffffu, v.x, o);
+              v.y += __shfl_xor_sync(0xffffffffu, v.y, o);
+            }
+            if (lane < 4) {
+              const int c = h0 + 16 * j + 8 * kh + 2 * lane;
+              s.b1[c] += v.x;
+              s.b1[c + 1] += v.y;
+            }
+          }
       }
+      // Z1bar = Zq1 - (eta * (tril(Q K^T) + 1)) G1   (M1b from phase 1)
       mma_ab(Zq1, M1b, G1c);
       rt<TT, 16, HW> X2bb;
       {
@@ -310,6 +356,8 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
           }
         copy(X2bb, X2bar);
       }
+      rt<TT, 16, 64, col_l> G2c;
+      load_tile(G2c, s.g2, 0, 0);
       // P = [b2] + X2bar_h W2_h - (eta * (tril(X2bar_h X2_h^T) [+ 1])) G2; the bracketed terms in warp 0 only
       rt_fl<16, 64> P;
       if (w == 0) for_each(P, [&](int r, int c, float &x) { x = s.b2[bsl][c]; });
@@ -318,8 +366,7 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
         rt_fl<16, 16> A2;
         zero(A2);
         mma_abt(A2, X2bb, X2b);
-        const float one = (w == 0) ? 1.f : 0.f;
-        for_each(A2, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * (x + one) : 0.f; });
+        eta_tril(A2.tiles[0][0], s.tau, s.lr[slot], (w == 0) ? 1.f : 0.f);
         rt<TT, 16, 16> M2b;
         copy(M2b, A2);
         mma_ab(P, M2b, G2c);
@@ -348,39 +395,7 @@ __global__ void __launch_bounds__(32 * NW, 1) ttt_mlp_prefill_kernel(const MlpPr
         for (int o = CPW; o < 32; o <<= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
         if (lane < CPW) s.b2[bsl ^ 1][col] = s.b2[bsl][col] - taul * acc;
       }
-      if (full) {
-        rt<TT, 16, 64, col_l> Kc;
-        load_tile(Kc, s.k[slot], 0, 0);
-        for_each(G1, [&](int r, int c, float &x) { x *= -taul * s.lr[slot][r]; });
-        rt<TT, 16, HW, col_l> CG1c;
-        {
-          rt<TT, 16, HW> CG1b;
-          copy(CG1b, G1);
-          swap_layout16(CG1c, CG1b);
-        }
-        mma_atb(W1t, CG1c, Kc);   // W1^T_h -= (c G1_h)^T K
-        mma_atb(W2s, CX2c, G2c);  // W2_h  -= (c X2_h)^T G2
-        // b1_h -= sum_j c_j G1[j, h]: column sums of the scaled G1 over the 16 rows
-#pragma unroll
-        for (int j = 0; j < HW / 16; j++)
-#pragma unroll
-          for (int kh = 0; kh < 2; kh++) {
-            float2 v = G1.tiles[0][j].data[2 * kh];
-            const float2 v8 = G1.tiles[0][j].data[2 * kh + 1];
-            v.x += v8.x;
-            v.y += v8.y;
-#pragma unroll
-            for (int o = 4; o < 32; o <<= 1) {
-              v.x += __shfl_xor_sync(0xffffffffu, v.x, o);
-              v.y += __shfl_xor_sync(0xffffffffu, v.y, o);
-            }
-            if (lane < 4) {
-              const int c = h0 + 16 * j + 8 * kh + 2 * lane;
-              s.b1[c] += v.x;
-              s.b1[c + 1] += v.y;
-            }
-          }
-      }
+      if (full) mma_atb(W2s, CX2c, G2c);  // W2_h -= (c X2_h)^T G2
     }
     __syncthreads();  // B3
 
