@@ -7,8 +7,8 @@
 //   memory; per mini-batch the warps meet at 3 block barriers:
 //                   | 1: Z = K W, Zq = Q W, A = Q K^T (tensor cores)            -> smem Z
 //   B1              | 2: rows (8 lanes a row): G = LN-L2 backward of Z             -> smem G (fp32, 16-bit)
-//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G; W -= (c K)^T G; b -= c . G (full mini-batches)
-//   B3 (+ next in)  | 4: rows: out = q + LN(Zbar)                                   (smem Zbar)
+//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G                         -> smem Zbar
+//   B3 (+ next in)  | 4: rows: out = q + LN(Zbar); 5: W -= (c K)^T G; b -= c . G (full mini-batches)
 // (v3: the inputs of the next mini-batch are waited for before B3, so a step has 3 barriers, not 4.)
 // (v2: the row phases run 4 rows a warp at once, 8 lanes a row; b lives with the column warps and the
 //  b_bar term rides in the (eta*(A+1)) G product, so phase 4 has no loop over the mini-batch.)
@@ -184,7 +184,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     }
     __syncthreads();  // B2
 
-    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term);  W -= (c K)^T G;  b -= c . G
+    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term)
     {
       rt<TT, 16, 16, ducks::rt_layout::col> Gc;
       load_tile(Gc, s.g, 0, 16 * w);
@@ -193,29 +193,6 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       copy(Mb, A);
       mma_ab(Zq, Mb, Gc);
       store_acc(s.zb, Zq, 16 * w);
-      if (full) {
-        rt<TT, 16, 16, ducks::rt_layout::col> CGc;
-        rt<TT, 16, 64, ducks::rt_layout::col> Kc;
-        load_tile_colA(CGc, s.cg, 0, 16 * w);
-        load_tile(Kc, s.k[slot], 0, 0);
-        mma_atb(Wt, CGc, Kc);
-        // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
-        const int r0 = lane / 4;
-        const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
-#pragma unroll
-        for (int kh = 0; kh < 2; kh++) {
-          const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
-          const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
-          float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
-#pragma unroll
-          for (int o = 4; o < 32; o <<= 1) {
-            vx += __shfl_xor_sync(0xffffffffu, vx, o);
-            vy += __shfl_xor_sync(0xffffffffu, vy, o);
-          }
-          b1v[kh].x += vx;
-          b1v[kh].y += vy;
-        }
-      }
     }
     cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
     __syncthreads();  // B3: Zbar stored; segment seg + 1 visible to all
@@ -242,6 +219,34 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
         const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
         if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = o;
+      }
+    }
+
+    // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches). After B3 (v3): W and b are next used in
+    // phase 1 of the next step, and what this reads (cg, gf: rewritten in phase 2 of the next step; the
+    // k, lr slot: refilled at the top of step seg + 2) stays put until then, so the update overlaps the
+    // row phase instead of delaying B3.
+    if (full) {
+      rt<TT, 16, 16, ducks::rt_layout::col> CGc;
+      rt<TT, 16, 64, ducks::rt_layout::col> Kc;
+      load_tile_colA(CGc, s.cg, 0, 16 * w);
+      load_tile(Kc, s.k[slot], 0, 0);
+      mma_atb(Wt, CGc, Kc);
+      // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
+      const int r0 = lane / 4;
+      const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
+#pragma unroll
+      for (int kh = 0; kh < 2; kh++) {
+        const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
+        const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
+        float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          vx += __shfl_xor_sync(0xffffffffu, vx, o);
+          vy += __shfl_xor_sync(0xffffffffu, vy, o);
+        }
+        b1v[kh].x += vx;
+        b1v[kh].y += vy;
       }
     }
   }
