@@ -321,26 +321,11 @@ __device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\
 template <int N>
 __device__ inline void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// One mini-batch segment of 16 rows: rows r with token t = seg*16 + r - start in [0, T) come from
-// global (16 B chunks); rows outside are zero here (rows t < 0 are filled from the state by the caller).
-template <typename TT>
-__device__ inline void stage_rows(TT *sdst, const TT *g, int seg, int start, int T, int tid, int nthreads) {
-  for (int c = tid; c < MB * (F / 8); c += nthreads) {
-    const int r = c / (F / 8), part = c % (F / 8);
-    const int t = seg * MB + r - start;
-    TT *dst = sdst + r * PB + part * 8;
-    if (t >= 0 && t < T) {
-      cp_async16(dst, g + (size_t)t * F + part * 8);
-    } else {
-      *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
-    }
-  }
-}
-
 // q, k, v rows of one mini-batch segment (3 x 128 chunks of 16 B) with NT threads: thread tid owns chunk
 // tid % 128 (row (tid % 128) / 8, 8 features) of tensors tid / 128, tid / 128 + NT / 128, ... The row
-// and offsets are computed once for the three tensors; no loop over chunks (v3: the generic
-// stage_rows loop cost ~70 instructions a tensor per step, the compiler not knowing NT divides 128).
+// and offsets are computed once for the three tensors; no loop over chunks (v3: v2's generic chunk
+// loop cost ~70 instructions a tensor per step, the compiler not knowing NT divides 128). Rows with t
+// outside [0, T) are zero-filled here (rows t < 0 are filled from the state by the caller).
 template <typename TT, int NT>
 __device__ inline void stage_qkv(TT *sq, TT *sk, TT *sv, const TT *gq, const TT *gk, const TT *gv, int seg,
                                  int start, int T, int tid) {
