@@ -4,11 +4,12 @@
 //   warp w owns columns s = 16w..16w+15 of W (state kept on chip as Wt_w = W[:, s]^T, a 16x64 fp32
 //   register tile, for the whole prompt) and rows 4w..4w+3 of every mini-batch for the row-wise work
 //   (LayerNorm forward/backward, output). Inputs stream through a 4-stage cp.async ring in shared
-//   memory; per mini-batch the warps meet at 4 block barriers:
-//   B0 inputs ready | 1: Z = K W, Zq = Q W, A = Q K^T (tensor cores)            -> smem Z
+//   memory; per mini-batch the warps meet at 3 block barriers:
+//                   | 1: Z = K W, Zq = Q W, A = Q K^T (tensor cores)            -> smem Z
 //   B1              | 2: rows (8 lanes a row): G = LN-L2 backward of Z             -> smem G (fp32, 16-bit)
-//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G; W -= (c K)^T G; b -= c . G (full mini-batches)
-//   B3              | 4: rows: out = q + LN(Zbar)
+//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G                         -> smem Zbar
+//   B3 (+ next in)  | 4: rows: out = q + LN(Zbar); 5: W -= (c K)^T G; b -= c . G (full mini-batches)
+// (v3: the inputs of the next mini-batch are waited for before B3, so a step has 3 barriers, not 4.)
 // (v2: the row phases run 4 rows a warp at once, 8 lanes a row; b lives with the column warps and the
 //  b_bar term rides in the (eta*(A+1)) G product, so phase 4 has no loop over the mini-batch.)
 // A prompt may start inside a mini-batch (rows 0..start-1 come from the state: k, g1, lr) and may end
@@ -18,8 +19,11 @@
 
 namespace ttt {
 
-// Input ring depth: segments seg+1..seg+STAGES-1 are in flight while seg computes. 4 on Hopper
-// (4 CTAs x 41.8 KB of 228 KB), 3 on Ampere (4 CTAs x 34.8 KB of the A100's 164 KB).
+// Input ring depth. v3: 3 block barriers a step instead of 4: the wait for segment seg+1 sits before
+// B3 of step seg, so nothing separates phase 4 of seg from phase 1 of seg+1, and the slot that the top
+// of step seg refills must not be the one a late warp still reads in phase 4 of seg-1: segment
+// seg+STAGES-2 (slot (seg-2) % STAGES) is issued there, STAGES-2 segments ahead. 4 on Hopper (4 CTAs
+// x 46.4 KB of 228 KB), 3 on Ampere (4 CTAs x 39.4 KB of the A100's 164 KB; 1 segment ahead).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int LIN_STAGES = 3;
 #else
@@ -30,7 +34,8 @@ template <typename TT>
 struct LinearSmem {
   TT q[LIN_STAGES][MB * PB], k[LIN_STAGES][MB * PB], v[LIN_STAGES][MB * PB];  // input ring
   float lr[LIN_STAGES][MB];
-  float z[MB * PF];   // Z, then Zbar (fp32)
+  float z[MB * PF];   // Z (fp32), phase 1 -> 2
+  float zb[MB * PF];  // Zbar (fp32), phase 3 -> 4 (its own buffer: phase 1 of the next step may run beside phase 4)
   float gf[MB * PF];  // G fp32
   TT g[MB * PB];      // G rounded to the input type
   TT cg[MB * PB];     // -(tau_b lr_j) G_j rounded
@@ -61,13 +66,11 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
 
   auto stage = [&](int seg) {
     const int slot = seg % LIN_STAGES;
-    stage_rows(s.q[slot], gq, seg, start, T, tid, 128);
-    stage_rows(s.k[slot], gk, seg, start, T, tid, 128);
-    stage_rows(s.v[slot], gv, seg, start, T, tid, 128);
+    stage_qkv<TT, 128>(s.q[slot], s.k[slot], s.v[slot], gq, gk, gv, seg, start, T, tid);
     stage_lr(s.lr[slot], glr, seg, start, T, tid);
   };
 #pragma unroll
-  for (int p = 0; p < LIN_STAGES - 1; p++) {
+  for (int p = 0; p < LIN_STAGES - 2; p++) {  // cp.async group p = segment p
     if (p < nseg) stage(p);
     cp_async_commit();
   }
@@ -89,19 +92,20 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     lb[e] = a.ln_b[head * F + fb + e];
   }
   if (tid < MB) s.tau[tid] = a.tau[tid];
+  cp_async_wait<LIN_STAGES - 3>();  // segment 0 has landed
   __syncthreads();  // the zero fill of segment 0 is done: old rows may overwrite it
   if (start > 0) {  // rows 0..start-1 of the first mini-batch come from the state
     for (int e = tid; e < start * F; e += 128) s.k[0][(e / F) * PB + e % F] = IO::from_f(gk_rows[e]);
     if (tid < start) s.lr[0][tid] = glr_rows[tid];
   }
+  __syncthreads();  // segment 0 (and tau) visible to all
 
   for (int seg = 0; seg < nseg; seg++) {
     const int slot = seg % LIN_STAGES;
     const bool full = (seg < nseg - 1) || (n_last == MB);
-    cp_async_wait<LIN_STAGES - 2>();
-    __syncthreads();  // B0
-    if (seg + LIN_STAGES - 1 < nseg) stage(seg + LIN_STAGES - 1);
-    cp_async_commit();
+    // segment seg is in shared memory (B3 of the previous step, or the barrier before the loop)
+    if (seg + LIN_STAGES - 2 < nseg) stage(seg + LIN_STAGES - 2);  // slot (seg - 2) % STAGES: free
+    cp_async_commit();  // group seg + STAGES - 2 (possibly empty)
 
     // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp)
     rt_fl<16, 16> Zq, A;
@@ -130,17 +134,15 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
       ld_f<TT, NPL>(kk, &s.k[slot][i * PB + fb]);
       ld_f<TT, NPL>(vv, &s.v[slot][i * PB + fb]);
-      float sum = 0.f;
-#pragma unroll
-      for (int e = 0; e < NPL; e++) sum += z[e];
-      const float mean = group_sum<G>(sum) * (1.f / F);
+      static_assert(NPL == 8);
+      const float mean = group_sum<G>(sum8(z)) * (1.f / F);
       float sq = 0.f;
 #pragma unroll
       for (int e = 0; e < NPL; e++) {
         z[e] -= mean;
         sq += z[e] * z[e];
       }
-      const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+      const float rstd = rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
       float s1 = 0.f, s2 = 0.f;
 #pragma unroll
       for (int e = 0; e < NPL; e++) {
@@ -153,13 +155,15 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       s2 = group_sum<G>(s2);
 #pragma unroll
       for (int e = 0; e < NPL; e++) g[e] = (F * g[e] - s1 - z[e] * s2) * (rstd * (1.f / F));
-      if (t < 0) {
+      if (seg == 0 || seg == nseg - 1) {  // rows outside [0, T) exist only at the ends (no shuffles here)
+        if (t < 0) {
 #pragma unroll
-        for (int e = 0; e < NPL; e++) g[e] = gg_rows[i * F + fb + e];
-      }
-      if (t >= T) {
+          for (int e = 0; e < NPL; e++) g[e] = gg_rows[i * F + fb + e];
+        }
+        if (t >= T) {
 #pragma unroll
-        for (int e = 0; e < NPL; e++) g[e] = 0.f;
+          for (int e = 0; e < NPL; e++) g[e] = 0.f;
+        }
       }
 #pragma unroll
       for (int e = 0; e < NPL; e++) s.gf[i * PF + fb + e] = g[e];
@@ -180,40 +184,18 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     }
     __syncthreads();  // B2
 
-    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term);  W -= (c K)^T G;  b -= c . G
+    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term)
     {
       rt<TT, 16, 16, ducks::rt_layout::col> Gc;
       load_tile(Gc, s.g, 0, 16 * w);
-      for_each(A, [&](int i, int j, float &x) { x = (j <= i) ? -s.tau[i] * s.lr[slot][j] * (x + 1.f) : 0.f; });
+      eta_tril(A.tiles[0][0], s.tau, s.lr[slot], 1.f);  // A -> eta * (tril(A) + 1)
       rt<TT, 16, 16> Mb;
       copy(Mb, A);
       mma_ab(Zq, Mb, Gc);
-      store_acc(s.z, Zq, 16 * w);
-      if (full) {
-        rt<TT, 16, 16, ducks::rt_layout::col> CGc;
-        rt<TT, 16, 64, ducks::rt_layout::col> Kc;
-        load_tile(CGc, s.cg, 0, 16 * w);
-        load_tile(Kc, s.k[slot], 0, 0);
-        mma_atb(Wt, CGc, Kc);
-        // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
-        const int r0 = lane / 4;
-        const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
-#pragma unroll
-        for (int kh = 0; kh < 2; kh++) {
-          const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
-          const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
-          float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
-#pragma unroll
-          for (int o = 4; o < 32; o <<= 1) {
-            vx += __shfl_xor_sync(0xffffffffu, vx, o);
-            vy += __shfl_xor_sync(0xffffffffu, vy, o);
-          }
-          b1v[kh].x += vx;
-          b1v[kh].y += vy;
-        }
-      }
+      store_acc(s.zb, Zq, 16 * w);
     }
-    __syncthreads();  // B3
+    cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
+    __syncthreads();  // B3: Zbar stored; segment seg + 1 visible to all
 
     // ---- 4: rows: out = q + LN(Zbar). Every lane computes (the group reductions are warp-wide
     // shuffles: a branch around them would split the warp when its 4 rows straddle T); only rows of
@@ -223,24 +205,48 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       {
         float z[NPL], qq[NPL];
 #pragma unroll
-        for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
+        for (int e = 0; e < NPL; e++) z[e] = s.zb[i * PF + fb + e];
         ld_f<TT, NPL>(qq, &s.q[slot][i * PB + fb]);
-        float sum = 0.f;
-#pragma unroll
-        for (int e = 0; e < NPL; e++) sum += z[e];
-        const float mean = group_sum<G>(sum) * (1.f / F);
+        const float mean = group_sum<G>(sum8(z)) * (1.f / F);
         float sq = 0.f;
 #pragma unroll
         for (int e = 0; e < NPL; e++) {
           z[e] -= mean;
           sq += z[e] * z[e];
         }
-        const float rstd = rsqrtf(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+        const float rstd = rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
 #pragma unroll
         for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
-        TT o[NPL];
-        st_f<TT, NPL>(o, z);
-        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = *reinterpret_cast<const uint4 *>(o);
+        const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
+        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = o;
+      }
+    }
+
+    // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches). After B3 (v3): W and b are next used in
+    // phase 1 of the next step, and what this reads (cg, gf: rewritten in phase 2 of the next step; the
+    // k, lr slot: refilled at the top of step seg + 2) stays put until then, so the update overlaps the
+    // row phase instead of delaying B3.
+    if (full) {
+      rt<TT, 16, 16, ducks::rt_layout::col> CGc;
+      rt<TT, 16, 64, ducks::rt_layout::col> Kc;
+      load_tile_colA(CGc, s.cg, 0, 16 * w);
+      load_tile(Kc, s.k[slot], 0, 0);
+      mma_atb(Wt, CGc, Kc);
+      // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
+      const int r0 = lane / 4;
+      const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
+#pragma unroll
+      for (int kh = 0; kh < 2; kh++) {
+        const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
+        const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
+        float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          vx += __shfl_xor_sync(0xffffffffu, vx, o);
+          vy += __shfl_xor_sync(0xffffffffu, vy, o);
+        }
+        b1v[kh].x += vx;
+        b1v[kh].y += vy;
       }
     }
   }
