@@ -9,7 +9,8 @@ on the same inputs:
   decode   one token in, then S decode steps, teacher-forced on ONE shared token stream (by default
            the fp64 reference's greedy continuation of a random first token; `--stream random` feeds
            random tokens), so every implementation sees the same input at every step.
-Per time step (metrics.py): the seed's TV, the true TV, the share of differing argmax tokens, for
+On CUDA with the kernels backend the candidate's decode curves come from the CUDA-graph decoder, its
+production path (`generate`). Per time step (metrics.py): the seed's TV, the true TV, the share of differing argmax tokens, for
 cand vs ref, cand vs fp64 and ref vs fp64.
 
 Checks (each pass / fail / not run; the command exits 1 if any fails), per layer type and dtype:
@@ -22,7 +23,8 @@ Checks (each pass / fail / not run; the command exits 1 if any fails), per layer
                                         decode vs the same with the reference: max TV <= max_tv and mean
                                         token_diff <= max_token_diff
   graph.replay_vs_eager                 decode through the CUDA-graph decoder (kernels/graphs.py) vs eager
-                                        decode, from an empty cache and after the chain's prompt: identical
+                                        decode (the chain's number of steps), from an empty cache and after
+                                        the chain's prompt: identical
                                         tokens and max |logit difference| <= graph_atol. Only on CUDA with
                                         the kernels backend; otherwise "not run" (never "pass").
 Precision floor (default; `--strict` turns it off): the two absolute gates (token diff, TV) are raised
@@ -312,10 +314,20 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
         # (dual-form prefill of the decode stream vs the primal-form decode steps): how far apart two
         # correct implementations in this precision are
         res: dict = {"noise_floor": _pair(prefill(model, stream), Dr, ch)}
+        # the kernels' production decode is the CUDA-graph decoder (what `generate` uses): the decode curves
+        # come from it, and eager kernel decode is compared with it over the chain's number of steps
+        use_graph = dev.type == "cuda" and vc.candidate == "kernels"
         try:
             model.backend = vc.candidate
             Lc = timed(f"{dname}.cand.prefill", prefill, model, ids)
-            Dc = timed(f"{dname}.cand.decode", decode, model, stream, f"{layer} {dname} {vc.candidate} decode", pg)
+            De = None
+            if use_graph:
+                Dc = timed(
+                    f"{dname}.cand.graph_decode", graph_decode, model, stream, None, f"{layer} {dname} graph", pg
+                )
+                De = timed(f"{dname}.cand.eager_decode", decode, model, stream[:, :steps])
+            else:
+                Dc = timed(f"{dname}.cand.decode", decode, model, stream, f"{layer} {dname} {vc.candidate} decode", pg)
             Cc = timed(f"{dname}.cand.chain", chain, model, ids[:, :tp], stream[:, :steps])
         except Exception as e:  # KernelsUnavailable, or the candidate's own error: its checks fail, the run goes on
             reason = f"candidate {vc.candidate!r} raised {type(e).__name__}: {e}"
@@ -355,16 +367,14 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
             ),
         )
 
-        # CUDA-graph replay vs eager decode: from an empty cache (vs Dc) and after the chain's prompt (vs Cc)
-        if dev.type != "cuda" or vc.candidate != "kernels":
+        # CUDA-graph replay vs eager decode: from an empty cache (Dc vs De) and after the chain's prompt (vs Cc)
+        if not use_graph:
             why = "needs a CUDA device" if dev.type != "cuda" else f"only for the kernels backend, not {vc.candidate!r}"
             _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, None, why)
             res["graph"] = dict(status=NOT_RUN, reason=why)
         else:
             try:
-                Dg = timed(
-                    f"{dname}.cand.graph_decode", graph_decode, model, stream, None, f"{layer} {dname} graph", pg
-                )
+                Dg = Dc[:, :steps]
                 Cg = timed(f"{dname}.cand.graph_chain", graph_decode, model, stream[:, :steps], ids[:, :tp])
             except Exception as e:  # capture or replay failed: the check fails, the run goes on
                 reason = f"graph capture/replay raised {type(e).__name__}: {e}"
@@ -372,15 +382,15 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
                 _check(checks, "graph.replay_vs_eager", layer, dname, None, th.graph_atol, False, reason)
                 res["graph"] = dict(status=FAIL, reason=reason)
             else:
-                diff = max(float((Dg - Dc).abs().max()), float((Cg - Cc[:, tp:]).abs().max()) if steps else 0.0)
+                diff = max(float((Dg - De).abs().max()), float((Cg - Cc[:, tp:]).abs().max()) if steps else 0.0)
                 tok = max(
-                    float(metrics.token_diff(Dg, Dc).max()),
+                    float(metrics.token_diff(Dg, De).max()) if steps else 0.0,
                     float(metrics.token_diff(Cg, Cc[:, tp:]).max()) if steps else 0.0,
                 )
                 res["graph"] = dict(
                     max_abs_logit_diff=diff,
                     token_diff_max=tok,
-                    steps=vc.decode_len,
+                    steps=steps,
                     after_prompt=dict(prompt_len=tp, steps=steps),
                 )
                 ok = math.isfinite(diff) and diff <= th.graph_atol and tok == 0.0
@@ -392,11 +402,11 @@ def verify_layer(vc: VerifyConfig, layer: str, make, checks: list, log: Callable
                     dict(max_abs_logit_diff=diff, token_diff_max=tok),
                     th.graph_atol,
                     ok,
-                    f"{vc.decode_len} steps from an empty cache and {steps} after a {tp}-token prompt; "
+                    f"{steps} steps from an empty cache and {steps} after a {tp}-token prompt; "
                     "step 0 of each eager (capture), the rest replayed",
                 )
                 del Dg, Cg
-        del Cc, Cr
+        del Cc, Cr, De
         del Dc, Dr, model
         _free(dev)
         out[dname] = res
