@@ -48,7 +48,14 @@ def poison_rows(st) -> None:
 
 
 # "" = the default (interpreter) / tuned (GPU) configuration; the others are opt-in variants
-CONFIGS = [("linear", ""), ("linear", "linear=mh:2:2"), ("mlp", ""), ("mlp", "mlp=chunk:4:64")]
+CONFIGS = [
+    ("linear", ""),
+    ("linear", "linear=mh:2:2"),
+    ("linear", "linear=v3:4:0"),
+    ("linear", "linear=v3:4:3"),
+    ("mlp", ""),
+    ("mlp", "mlp=chunk:4:64"),
+]
 
 
 @pytest.mark.parametrize("kind, config", CONFIGS)

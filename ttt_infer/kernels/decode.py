@@ -380,18 +380,95 @@ if triton is not None:
         if p == MB - 1:
             tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(cst[:, None] * G2r, axis=0))
 
+    @triton.jit
+    def _ttt_linear_decode_v3(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, MB: tl.constexpr, LATE: tl.constexpr, EV: tl.constexpr, RC: tl.constexpr,
+    ):  # fmt: skip
+        """_ttt_linear_decode with a smaller register footprint, so more programs share an SM (ptxas,
+        sm_90, 4 warps: 80-96 registers against v1's 231; v1's [F, F] W and dW tiles of the
+        end-of-mini-batch branch set its peak):
+        - W is dead after the two matvecs; the end-of-mini-batch branch rereads W (L2) in blocks of RC
+          rows, with the matching RC columns of this program's K rows from memory, and updates block by
+          block (W[i0:i0+RC] -= K[:, i0:i0+RC]^T (c G));
+        - LATE: the mini-batch's rows are loaded after the matvecs (not live next to W);
+        - EV: cache hints: W streams through L2 (evict_first); the rows, reread by the next tokens of
+          the mini-batch, are kept (evict_last)."""
+        pid = tl.program_id(0).to(tl.int64)
+        head = pid % NH
+        fo = tl.arange(0, F)
+        ro = tl.arange(0, MB)
+        w_off = pid * F * F + fo[:, None] * F + fo[None, :]
+        rows = pid * MB * F + ro[:, None] * F + fo[None, :]
+        if EV:
+            W = tl.load(W_ptr + w_off, eviction_policy="evict_first")  # [F, F]
+        else:
+            W = tl.load(W_ptr + w_off)
+        b = tl.load(b_ptr + pid * F + fo)
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        prev = ro < p
+        if not LATE:
+            Kr = tl.load(K_ptr + rows, mask=prev[:, None], other=0.0)  # [MB, F]
+            Gr = tl.load(G_ptr + rows, mask=prev[:, None], other=0.0)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lr = tl.load(lr_ptr + pid)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+        LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
+
+        zk = tl.sum(k[:, None] * W, axis=0) + b
+        zq = tl.sum(q[:, None] * W, axis=0) + b
+        if LATE:
+            if EV:
+                Kr = tl.load(K_ptr + rows, mask=prev[:, None], other=0.0, eviction_policy="evict_last")
+                Gr = tl.load(G_ptr + rows, mask=prev[:, None], other=0.0, eviction_policy="evict_last")
+            else:
+                Kr = tl.load(K_ptr + rows, mask=prev[:, None], other=0.0)
+                Gr = tl.load(G_ptr + rows, mask=prev[:, None], other=0.0)
+        g = _ln_l2_bwd(zk, v - k, lnw, lnb, eps, F)
+        tl.store(K_ptr + pid * MB * F + p * F + fo, k)
+        tl.store(G_ptr + pid * MB * F + p * F + fo, g)
+        tl.store(LR_ptr + pid * MB + p, lr)
+
+        cur = ro == p
+        Kr = tl.where(cur[:, None], k[None, :], Kr)
+        Gr = tl.where(cur[:, None], g[None, :], Gr)
+        LRr = tl.where(cur, lr, LRr)
+        a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
+        zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
+        out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+        tl.store(out_ptr + pid * F + fo, out)
+
+        if p == MB - 1:  # W_b = W - (tau lr K)^T G, in blocks of RC rows of W
+            tl.debug_barrier()  # row p of K, just stored by other threads of this program
+            cg = Gr * (tau * LRr)[:, None]  # [MB, F]
+            rc = tl.arange(0, RC)
+            for i0 in range(0, F, RC):
+                Kc = tl.load(K_ptr + pid * MB * F + ro[:, None] * F + i0 + rc[None, :])  # [MB, RC]
+                blk = pid * F * F + (i0 + rc)[:, None] * F + fo[None, :]
+                Wc = tl.load(W_ptr + blk)
+                tl.store(W_ptr + blk, Wc - tl.dot(tl.trans(Kc), cg, input_precision="ieee"))
+            tl.store(b_ptr + pid * F + fo, b - tl.sum(cg, axis=0))
+
     _KERNELS = {
         ("linear", "v1"): _ttt_linear_decode,
         ("linear", "mh"): _ttt_linear_decode_mh,
+        ("linear", "v3"): _ttt_linear_decode_v3,
         ("mlp", "v1"): _ttt_mlp_decode,
         ("mlp", "chunk"): _ttt_mlp_decode_chunked,
     }
 
-# A configuration: (variant, num_warps, heads per program (linear "mh") or hidden chunk (mlp "chunk")).
+# A configuration: (variant, num_warps, n): n = heads per program (linear "mh"), hidden chunk (mlp "chunk"),
+# flags for linear "v3" (bit 0: rows loaded after the matvecs, bit 1: cache hints).
 # The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
 # (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
 CANDIDATES = {
-    "linear": [("v1", 2, 1), ("v1", 4, 1)],
+    "linear": [("v1", 2, 1), ("v1", 4, 1), ("v3", 4, 0), ("v3", 4, 1), ("v3", 4, 3), ("v3", 8, 1), ("v3", 2, 0)],
     "mlp": [("v1", 8, 0), ("v1", 16, 0)],
 }
 DEFAULT = {"linear": ("v1", 4, 1), "mlp": ("v1", 8, 0)}
@@ -409,7 +486,11 @@ def _parse_config(text: str, kind: str) -> tuple[str, int, int] | None:
             continue
         parts = spec.split(":")
         variant, warps = parts[0], int(parts[1])
-        extra = int(parts[2]) if len(parts) > 2 else {"v1": 1 if kind == "linear" else 0, "mh": 4, "chunk": 64}[variant]
+        extra = (
+            int(parts[2])
+            if len(parts) > 2
+            else {"v1": 1 if kind == "linear" else 0, "mh": 4, "chunk": 64, "v3": 0}[variant]
+        )
         if (kind, variant) not in _KERNELS:
             raise ValueError(f"TTT_DECODE_CONFIG: no variant {variant!r} for TTT-{kind}")
         return variant, warps, extra
@@ -428,6 +509,8 @@ def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts
         kern[(nprog // n,)](*args, num_warps=warps, HPP=n, **consts)
     elif variant == "chunk":
         kern[(nprog,)](*args, num_warps=warps, HC=n, **consts)
+    elif kind == "linear" and variant == "v3":  # n: bit 0 LATE, bit 1 EV
+        kern[(nprog,)](*args, num_warps=warps, LATE=n & 1, EV=(n >> 1) & 1, RC=16, **consts)
     else:
         kern[(nprog,)](*args, num_warps=warps, **consts)
 
