@@ -19,11 +19,14 @@ fp32; activations may be fp16, bf16 or fp32 (upcast on load). Outputs are fp32 [
 reference's dtype.
 
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests) with a fixed configuration. On a GPU
-the first call for each (layer type, B * nh, dtype) times the num_warps candidates on scratch rows
-(the live state is only read) and keeps the fastest; make that call before a CUDA graph capture.
-Two structural variants exist as opt-in experiments (several heads per program for TTT-Linear, the
-hidden axis streamed in chunks for TTT-MLP; both measured slower on the H200, docs/perf-notes.md):
-TTT_DECODE_CONFIG="linear=mh:4:4,mlp=chunk:4:64" (variant:num_warps[:n] per layer type) forces one.
+the first call for each (layer type, B * nh, dtype) times the candidate configurations (CANDIDATES:
+structural variant, num_warps and a variant parameter) on scratch rows (the live state is only read) and
+keeps the fastest; make that call before a CUDA graph capture. Variants: "v1" (above); "v3", the same
+with a smaller register footprint (TTT-Linear) or the hidden axis streamed in pipelined chunks (TTT-MLP);
+"ps" (TTT-Linear), a persistent grid pipelining the next heads' W into shared memory. Two more exist as
+opt-in experiments (several heads per program for TTT-Linear, "mh"; a 2-pass hidden-chunk TTT-MLP,
+"chunk"; both measured slower on the H200, docs/perf-notes.md).
+TTT_DECODE_CONFIG="linear=ps:4:33,mlp=v3:4:2064" (variant:num_warps[:n] per layer type) forces one.
 """
 
 from __future__ import annotations
