@@ -468,7 +468,7 @@ if triton is not None:
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps,
         F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
-        EV: tl.constexpr, NS: tl.constexpr,
+        EV: tl.constexpr, NS: tl.constexpr, UC: tl.constexpr,
     ):  # fmt: skip
         """_ttt_mlp_decode streaming the hidden axis in chunks of HC, W1 read once, W2 twice (the second
         time from L2, one program lifetime later). Only one chunk of W1, W2 and of the rows is live at a
@@ -575,16 +575,19 @@ if triton is not None:
             Kc = tl.where(cur[:, None], k[None, :], Kr) * cst[:, None]  # [MB, F]
             G2c = tl.where(cur[:, None], g2[None, :], G2r)
             tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(cst[:, None] * G2c, axis=0))
-            for c0 in range(0, H, HC):
-                hc = c0 + co
-                rows_c = ro[:, None] * H + hc[None, :]
-                G1c = tl.load(G1b + rows_c)  # [MB, HC]
-                X2c = tl.load(X2b + rows_c) * cst[:, None]
-                w1 = fo[:, None] * H + hc[None, :]
+            # two loops over chunks of UC hidden units, one dot live at a time (this branch's tiles set the
+            # kernel's register peak otherwise)
+            uo = tl.arange(0, UC)
+            for c0 in tl.range(0, H, UC, num_stages=1):
+                rows_c = ro[:, None] * H + (c0 + uo)[None, :]
+                G1c = tl.load(G1b + rows_c)  # [MB, UC]
+                w1 = fo[:, None] * H + (c0 + uo)[None, :]
                 tl.store(W1b + w1, tl.load(W1b + w1) - tl.dot(tl.trans(Kc), G1c, input_precision="ieee"))
-                b1c = tl.load(b1_ptr + pid * H + hc)
-                tl.store(b1_ptr + pid * H + hc, b1c - tl.sum(cst[:, None] * G1c, axis=0))
-                w2 = hc[:, None] * F + fo[None, :]
+                b1c = tl.load(b1_ptr + pid * H + c0 + uo)
+                tl.store(b1_ptr + pid * H + c0 + uo, b1c - tl.sum(cst[:, None] * G1c, axis=0))
+            for c0 in tl.range(0, H, UC, num_stages=1):
+                X2c = tl.load(X2b + ro[:, None] * H + (c0 + uo)[None, :]) * cst[:, None]  # [MB, UC]
+                w2 = (c0 + uo)[:, None] * F + fo[None, :]
                 tl.store(W2b + w2, tl.load(W2b + w2) - tl.dot(tl.trans(X2c), G2c, input_precision="ieee"))
 
     @triton.jit
@@ -700,6 +703,7 @@ CANDIDATES = {
         ("v3", 4, 2032),
         ("v3", 4, 2064),
         ("v3", 4, 3032),
+        ("v3", 4, 12032),
         ("v3", 4, 12064),
         ("v3", 8, 2032),
         ("v3", 8, 3032),
@@ -768,7 +772,7 @@ def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts
         grid = triton.cdiv(nprog, turns)
         kern[(grid,)](*args, grid, num_warps=warps, NS=n // 10, RC=16, TURNS=triton.cdiv(nprog, grid), **consts)
     elif kind == "mlp" and variant == "v3":  # n = EV * 10000 + NS * 1000 + HC
-        kern[(nprog,)](*args, num_warps=warps, HC=n % 1000, NS=n // 1000 % 10, EV=n // 10000, **consts)
+        kern[(nprog,)](*args, num_warps=warps, HC=n % 1000, NS=n // 1000 % 10, EV=n // 10000, UC=32, **consts)
     else:
         kern[(nprog,)](*args, num_warps=warps, **consts)
 
