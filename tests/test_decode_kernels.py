@@ -48,7 +48,17 @@ def poison_rows(st) -> None:
 
 
 # "" = the default (interpreter) / tuned (GPU) configuration; the others are opt-in variants
-CONFIGS = [("linear", ""), ("linear", "linear=mh:2:2"), ("mlp", ""), ("mlp", "mlp=chunk:4:64")]
+CONFIGS = [
+    ("linear", ""),
+    ("linear", "linear=mh:2:2"),
+    ("linear", "linear=v3:4:0"),
+    ("linear", "linear=v3:4:3"),
+    ("linear", "linear=ps:4:33"),
+    ("mlp", ""),
+    ("mlp", "mlp=chunk:4:64"),
+    ("mlp", "mlp=v3:4:1064"),
+    ("mlp", "mlp=v3:8:12032"),
+]
 
 
 @pytest.mark.parametrize("kind, config", CONFIGS)
@@ -78,6 +88,20 @@ def test_kernel_matches_reference_fp32(kind, config, monkeypatch):
         for t in range(STEPS)
     ]
     assert rel_err(torch.cat(no_rows, 2), exact) > 1e-2
+
+
+def test_persistent_grid_with_a_partial_last_turn(monkeypatch):
+    """linear "ps" on 5 (sequence, head) pairs with 3 programs per SM: 3 programs x 2 turns, one turn
+    past the end (it must store nothing); positions 0..17 cross the end-of-mini-batch update."""
+    monkeypatch.setenv("TTT_DECODE_CONFIG", "linear=ps:4:23")
+    st64, ins = make_case("linear", B=5, nh=1, T=18, act_dtype=torch.float32, seed=7, device=DEV)
+    st_k = as_dtype(st64, torch.float32)
+    poison_rows(st_k)
+    out = kernel_run(st_k, ins, 0, 18)
+    exact = reference_run(st64, ins, 0, 18, upcast=True)
+    assert rel_err(out, exact) < 1e-5
+    for name in ("W1", "b1"):
+        assert rel_err(getattr(st_k, name), getattr(st64, name)) < 1e-5, name
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

@@ -19,11 +19,14 @@ fp32; activations may be fp16, bf16 or fp32 (upcast on load). Outputs are fp32 [
 reference's dtype.
 
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests) with a fixed configuration. On a GPU
-the first call for each (layer type, B * nh, dtype) times the num_warps candidates on scratch rows
-(the live state is only read) and keeps the fastest; make that call before a CUDA graph capture.
-Two structural variants exist as opt-in experiments (several heads per program for TTT-Linear, the
-hidden axis streamed in chunks for TTT-MLP; both measured slower on the H200, docs/perf-notes.md):
-TTT_DECODE_CONFIG="linear=mh:4:4,mlp=chunk:4:64" (variant:num_warps[:n] per layer type) forces one.
+the first call for each (layer type, B * nh, dtype) times the candidate configurations (CANDIDATES:
+structural variant, num_warps and a variant parameter) on scratch rows (the live state is only read) and
+keeps the fastest; make that call before a CUDA graph capture. Variants: "v1" (above); "v3", the same
+with a smaller register footprint (TTT-Linear) or the hidden axis streamed in pipelined chunks (TTT-MLP);
+"ps" (TTT-Linear), a persistent grid pipelining the next heads' W into shared memory. Two more exist as
+opt-in experiments (several heads per program for TTT-Linear, "mh"; a 2-pass hidden-chunk TTT-MLP,
+"chunk"; both measured slower on the H200, docs/perf-notes.md).
+TTT_DECODE_CONFIG="linear=ps:4:33,mlp=v3:4:2064" (variant:num_warps[:n] per layer type) forces one.
 """
 
 from __future__ import annotations
@@ -380,19 +383,331 @@ if triton is not None:
         if p == MB - 1:
             tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(cst[:, None] * G2r, axis=0))
 
+    @triton.jit
+    def _ttt_linear_decode_v3(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, MB: tl.constexpr, LATE: tl.constexpr, EV: tl.constexpr, RC: tl.constexpr,
+    ):  # fmt: skip
+        """_ttt_linear_decode with a smaller register footprint, so more programs share an SM (ptxas,
+        sm_90, 4 warps: 80-96 registers against v1's 231; v1's [F, F] W and dW tiles of the
+        end-of-mini-batch branch set its peak):
+        - W is dead after the two matvecs; the end-of-mini-batch branch rereads W (L2) in blocks of RC
+          rows, with the matching RC columns of this program's K rows from memory, and updates block by
+          block (W[i0:i0+RC] -= K[:, i0:i0+RC]^T (c G));
+        - LATE: the mini-batch's rows are loaded after the matvecs (not live next to W);
+        - EV: cache hints: W streams through L2 (evict_first); the rows, reread by the next tokens of
+          the mini-batch, are kept (evict_last)."""
+        pid = tl.program_id(0).to(tl.int64)
+        head = pid % NH
+        fo = tl.arange(0, F)
+        ro = tl.arange(0, MB)
+        # scalar 64-bit bases, 32-bit tile offsets: int64 offset tiles would double the registers of each tile
+        Wb = W_ptr + pid * F * F
+        Kb = K_ptr + pid * MB * F
+        Gb = G_ptr + pid * MB * F
+        w_off = fo[:, None] * F + fo[None, :]
+        rows = ro[:, None] * F + fo[None, :]
+        if EV:
+            W = tl.load(Wb + w_off, eviction_policy="evict_first")  # [F, F]
+        else:
+            W = tl.load(Wb + w_off)
+        b = tl.load(b_ptr + pid * F + fo)
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        prev = ro < p
+        if not LATE:
+            Kr = tl.load(Kb + rows, mask=prev[:, None], other=0.0)  # [MB, F]
+            Gr = tl.load(Gb + rows, mask=prev[:, None], other=0.0)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lr = tl.load(lr_ptr + pid)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+        LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
+
+        zk = tl.sum(k[:, None] * W, axis=0) + b
+        zq = tl.sum(q[:, None] * W, axis=0) + b
+        if LATE:
+            if EV:
+                Kr = tl.load(Kb + rows, mask=prev[:, None], other=0.0, eviction_policy="evict_last")
+                Gr = tl.load(Gb + rows, mask=prev[:, None], other=0.0, eviction_policy="evict_last")
+            else:
+                Kr = tl.load(Kb + rows, mask=prev[:, None], other=0.0)
+                Gr = tl.load(Gb + rows, mask=prev[:, None], other=0.0)
+        g = _ln_l2_bwd(zk, v - k, lnw, lnb, eps, F)
+        tl.store(Kb + p * F + fo, k)
+        tl.store(Gb + p * F + fo, g)
+        tl.store(LR_ptr + pid * MB + p, lr)
+
+        cur = ro == p
+        Kr = tl.where(cur[:, None], k[None, :], Kr)
+        Gr = tl.where(cur[:, None], g[None, :], Gr)
+        LRr = tl.where(cur, lr, LRr)
+        a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
+        zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
+        out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+        tl.store(out_ptr + pid * F + fo, out)
+
+        if p == MB - 1:  # W_b = W - (tau lr K)^T G, in blocks of RC rows of W
+            tl.debug_barrier()  # row p of K, just stored by other threads of this program
+            cg = Gr * (tau * LRr)[:, None]  # [MB, F]
+            rc = tl.arange(0, RC)
+            for i0 in range(0, F, RC):
+                Kc = tl.load(Kb + ro[:, None] * F + i0 + rc[None, :])  # [MB, RC]
+                blk = (i0 + rc)[:, None] * F + fo[None, :]
+                Wc = tl.load(Wb + blk)
+                tl.store(Wb + blk, Wc - tl.dot(tl.trans(Kc), cg, input_precision="ieee"))
+            tl.store(b_ptr + pid * F + fo, b - tl.sum(cg, axis=0))
+
+    @triton.jit
+    def _ttt_mlp_decode_v3(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps,
+        F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
+        EV: tl.constexpr, NS: tl.constexpr, UC: tl.constexpr,
+    ):  # fmt: skip
+        """_ttt_mlp_decode streaming the hidden axis in chunks of HC, W1 read once, W2 twice (the second
+        time from L2, one program lifetime later). Only one chunk of W1, W2 and of the rows is live at a
+        time, so several programs share an SM.
+
+        Pass 1, chunk c: z1k_c = k W1c + b1c, z1q_c = q W1c + b1c, the rows' part of z1bar
+        (z1q_c - tau sum_{j<p} a1_j G1[j, c]), z2k += gelu(z1k_c) W2c. The two [HC] vectors go to this
+        program's row p of X2 and G1 (free until this token's x2, g1 are written there): Triton cannot
+        assemble an [H] register vector from chunks, memory can (L1).
+        Pass 2, chunk c (g2 known): g1_c = (W2c g2) gelu'(z1k_c), x2k_c, z1bar_c, x2bar_c; the rows'
+        X2 . x2bar sums, z2bar += x2bar_c W2c; row p of G1, X2 gets g1_c, x2k_c.
+        End of mini-batch: a third loop over the chunks rereads W1c, W2c and the rows (all in memory
+        now) and writes W - (tau lr)-weighted outer products, chunk by chunk.
+        EV: W1 evict_first; W2 evict_last in pass 1 (reread in pass 2), evict_first in pass 2.
+        NS: software-pipelining stages of the two chunk loops (NS > 1: Triton streams the next chunks'
+        tiles into shared memory with async copies while this chunk computes; the data in flight then
+        costs shared memory, not registers)."""
+        pid = tl.program_id(0).to(tl.int64)
+        head = pid % NH
+        fo = tl.arange(0, F)
+        co = tl.arange(0, HC)
+        ro = tl.arange(0, MB)
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        prev = ro < p
+        # scalar 64-bit bases, 32-bit tile offsets (int64 offset tiles would double each tile's registers)
+        W1b = W1_ptr + pid * F * H
+        W2b = W2_ptr + pid * H * F
+        G1b = G1_ptr + pid * MB * H
+        X2b = X2_ptr + pid * MB * H
+        Kb = K_ptr + pid * MB * F
+        G2b = G2_ptr + pid * MB * F
+        rows_f = ro[:, None] * F + fo[None, :]
+        Kr = tl.load(Kb + rows_f, mask=prev[:, None], other=0.0)  # [MB, F], rows j < p
+        LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # 0 for j >= p
+        lr = tl.load(lr_ptr + pid)
+        tau = tl.load(tau_ptr + p)
+        b2 = tl.load(b2_ptr + pid * F + fo)
+        a1 = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)  # [MB], rows j < p
+        a1p = lr * (tl.sum(k * q, axis=0) + 1.0)  # row p
+        srow = p * H  # row p of G1 and X2: scratch until pass 2 writes g1, x2k
+
+        # pass 1
+        z2k = b2
+        for c0 in tl.range(0, H, HC, num_stages=NS):
+            hc = c0 + co
+            w1 = fo[:, None] * H + hc[None, :]
+            w2 = hc[:, None] * F + fo[None, :]
+            if EV:
+                W1c = tl.load(W1b + w1, eviction_policy="evict_first")  # [F, HC]
+                W2c = tl.load(W2b + w2, eviction_policy="evict_last")  # [HC, F]
+            else:
+                W1c = tl.load(W1b + w1)
+                W2c = tl.load(W2b + w2)
+            b1c = tl.load(b1_ptr + pid * H + hc)
+            G1c = tl.load(G1b + ro[:, None] * H + hc[None, :], mask=prev[:, None], other=0.0)
+            z1k = tl.sum(k[:, None] * W1c, axis=0) + b1c  # [HC]
+            z1q = tl.sum(q[:, None] * W1c, axis=0) + b1c - tau * tl.sum(a1[:, None] * G1c, axis=0)
+            z2k += tl.sum(_gelu(z1k, C)[:, None] * W2c, axis=0)
+            tl.store(X2b + srow + hc, z1k)
+            tl.store(G1b + srow + hc, z1q)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        g2 = _ln_l2_bwd(z2k, v - k, lnw, lnb, eps, F)
+        tl.store(Kb + p * F + fo, k)
+        tl.store(G2b + p * F + fo, g2)
+        tl.store(LR_ptr + pid * MB + p, lr)
+
+        # pass 2
+        tl.debug_barrier()  # pass 1's scratch stores are visible to the (possibly pipelined) loads below
+        zacc = b2
+        a2 = tl.zeros([MB], dtype=tl.float32)
+        a2p = 0.0
+        for c0 in tl.range(0, H, HC, num_stages=NS):
+            hc = c0 + co
+            w2 = hc[:, None] * F + fo[None, :]
+            z1k = tl.load(X2b + srow + hc)
+            z1q = tl.load(G1b + srow + hc)
+            if EV:
+                W2c = tl.load(W2b + w2, eviction_policy="evict_first")
+            else:
+                W2c = tl.load(W2b + w2)
+            X2c = tl.load(X2b + ro[:, None] * H + hc[None, :], mask=prev[:, None], other=0.0)
+            g1 = tl.sum(W2c * g2[None, :], axis=1) * _gelu_bwd(z1k, C)  # [HC]
+            x2k = _gelu(z1k, C)
+            x2bar = _gelu(z1q - tau * a1p * g1, C)
+            a2 += tl.sum(X2c * x2bar[None, :], axis=1)
+            a2p += tl.sum(x2k * x2bar, axis=0)
+            zacc += tl.sum(x2bar[:, None] * W2c, axis=0)
+            tl.debug_barrier()  # every thread has read this chunk's scratch before it is overwritten
+            tl.store(G1b + srow + hc, g1)
+            tl.store(X2b + srow + hc, x2k)
+        G2r = tl.load(G2b + rows_f, mask=prev[:, None], other=0.0)
+        corr = tl.sum((LRr * (a2 + 1.0))[:, None] * G2r, axis=0) + lr * (a2p + 1.0) * g2
+        out = q + _ln_fwd(zacc - tau * corr, lnw, lnb, eps, F)
+        tl.store(out_ptr + pid * F + fo, out)
+
+        if p == MB - 1:  # W_b: every row of the mini-batch is in memory now
+            tl.debug_barrier()
+            cur = ro == p
+            cst = tau * tl.where(cur, lr, LRr)  # [MB]
+            Kc = tl.where(cur[:, None], k[None, :], Kr) * cst[:, None]  # [MB, F]
+            G2c = tl.where(cur[:, None], g2[None, :], G2r)
+            tl.store(b2_ptr + pid * F + fo, b2 - tl.sum(cst[:, None] * G2c, axis=0))
+            # two loops over chunks of UC hidden units, one dot live at a time (this branch's tiles set the
+            # kernel's register peak otherwise)
+            uo = tl.arange(0, UC)
+            for c0 in tl.range(0, H, UC, num_stages=1):
+                rows_c = ro[:, None] * H + (c0 + uo)[None, :]
+                G1c = tl.load(G1b + rows_c)  # [MB, UC]
+                w1 = fo[:, None] * H + (c0 + uo)[None, :]
+                tl.store(W1b + w1, tl.load(W1b + w1) - tl.dot(tl.trans(Kc), G1c, input_precision="ieee"))
+                b1c = tl.load(b1_ptr + pid * H + c0 + uo)
+                tl.store(b1_ptr + pid * H + c0 + uo, b1c - tl.sum(cst[:, None] * G1c, axis=0))
+            for c0 in tl.range(0, H, UC, num_stages=1):
+                X2c = tl.load(X2b + ro[:, None] * H + (c0 + uo)[None, :]) * cst[:, None]  # [MB, UC]
+                w2 = (c0 + uo)[:, None] * F + fo[None, :]
+                tl.store(W2b + w2, tl.load(W2b + w2) - tl.dot(tl.trans(X2c), G2c, input_precision="ieee"))
+
+    @triton.jit
+    def _ttt_linear_decode_ps(
+        q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
+        W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
+        NH, NPROG, eps, STRIDE,
+        F: tl.constexpr, MB: tl.constexpr, NS: tl.constexpr, RC: tl.constexpr, TURNS: tl.constexpr,
+    ):  # fmt: skip
+        """_ttt_linear_decode_v3 as a persistent kernel: a grid of a few programs per SM, each looping
+        over (sequence, head) pairs with Triton's software pipeliner (NS stages): the W tile and rows of
+        the next pairs stream into shared memory (async copies) while this pair computes, so the bytes in
+        flight no longer cost registers and no program idles between its loads and its arithmetic. The
+        end-of-mini-batch update is a second loop over the same pairs (W, rows reread: +1/16 of a W read
+        per token on average), since a conditional in the first loop keeps Triton from pipelining it."""
+        fo = tl.arange(0, F)
+        ro = tl.arange(0, MB)
+        w_off = fo[:, None] * F + fo[None, :]
+        rows = ro[:, None] * F + fo[None, :]
+        p = (tl.load(pos_ptr) % MB).to(tl.int32)
+        prev = ro < p
+        cur = ro == p
+        tau = tl.load(tau_ptr + p)
+        # program g takes pairs g, g + STRIDE, ... (STRIDE = the grid, TURNS = cdiv(NPROG, STRIDE), a
+        # constexpr: the interpreter wants constant loop bounds); a turn past NPROG rereads the last pair
+        # (in bounds) and stores nothing
+        for t in tl.range(0, TURNS, num_stages=NS):
+            ok = t * STRIDE + tl.program_id(0) < NPROG
+            pid = tl.minimum(t * STRIDE + tl.program_id(0), NPROG - 1).to(tl.int64)
+            head = pid % NH
+            Wb = W_ptr + pid * F * F
+            Kb = K_ptr + pid * MB * F
+            Gb = G_ptr + pid * MB * F
+            W = tl.load(Wb + w_off)  # [F, F]
+            b = tl.load(b_ptr + pid * F + fo)
+            Kr = tl.load(Kb + rows, mask=prev[:, None], other=0.0)  # [MB, F]
+            Gr = tl.load(Gb + rows, mask=prev[:, None], other=0.0)
+            LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
+            q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+            k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+            v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+            lr = tl.load(lr_ptr + pid)
+            lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+            lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+
+            zk = tl.sum(k[:, None] * W, axis=0) + b
+            zq = tl.sum(q[:, None] * W, axis=0) + b
+            g = _ln_l2_bwd(zk, v - k, lnw, lnb, eps, F)
+            tl.store(Kb + p * F + fo, k, mask=ok)
+            tl.store(Gb + p * F + fo, g, mask=ok)
+            tl.store(LR_ptr + pid * MB + p, lr, mask=ok)
+            Kr = tl.where(cur[:, None], k[None, :], Kr)
+            Gr = tl.where(cur[:, None], g[None, :], Gr)
+            LRr = tl.where(cur, lr, LRr)
+            a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
+            zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
+            out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+            tl.store(out_ptr + pid * F + fo, out, mask=ok)
+
+        if p == MB - 1:  # a second loop (an scf.if in the first would stop its pipelining): W rereads
+            tl.debug_barrier()  # this program's rows p, stored by other threads
+            rc = tl.arange(0, RC)
+            for t in tl.range(0, TURNS, num_stages=1):
+                ok = t * STRIDE + tl.program_id(0) < NPROG
+                pid = tl.minimum(t * STRIDE + tl.program_id(0), NPROG - 1).to(tl.int64)
+                Wb = W_ptr + pid * F * F
+                Kb = K_ptr + pid * MB * F
+                cg = tl.load(G_ptr + pid * MB * F + rows) * (tau * tl.load(LR_ptr + pid * MB + ro))[:, None]
+                for i0 in tl.range(0, F, RC, num_stages=1):
+                    Kc = tl.load(Kb + ro[:, None] * F + i0 + rc[None, :])  # [MB, RC]
+                    blk = (i0 + rc)[:, None] * F + fo[None, :]
+                    Wc = tl.load(Wb + blk)
+                    tl.store(Wb + blk, Wc - tl.dot(tl.trans(Kc), cg, input_precision="ieee"), mask=ok)
+                bb = tl.load(b_ptr + pid * F + fo)
+                tl.store(b_ptr + pid * F + fo, bb - tl.sum(cg, axis=0), mask=ok)
+
     _KERNELS = {
         ("linear", "v1"): _ttt_linear_decode,
         ("linear", "mh"): _ttt_linear_decode_mh,
+        ("linear", "v3"): _ttt_linear_decode_v3,
+        ("linear", "ps"): _ttt_linear_decode_ps,
         ("mlp", "v1"): _ttt_mlp_decode,
         ("mlp", "chunk"): _ttt_mlp_decode_chunked,
+        ("mlp", "v3"): _ttt_mlp_decode_v3,
     }
 
-# A configuration: (variant, num_warps, heads per program (linear "mh") or hidden chunk (mlp "chunk")).
+# A configuration: (variant, num_warps, n): n = heads per program (linear "mh"), hidden chunk (mlp "chunk"),
+# flags for linear "v3" (bit 0: rows loaded after the matvecs, bit 1: cache hints), NS * 10 + programs per
+# SM for linear "ps", EV * 10000 + NS * 1000 + hidden chunk for mlp "v3" (NS: pipelining stages).
 # The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
 # (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
+# The "ps" programs per SM are what fits beside each other (ptxas for sm_90: 124-128 registers, 27 KB
+# (NS=2) / 53 KB (NS=3) shared memory at 4 warps); more would start a second wave.
 CANDIDATES = {
-    "linear": [("v1", 2, 1), ("v1", 4, 1)],
-    "mlp": [("v1", 8, 0), ("v1", 16, 0)],
+    "linear": [
+        ("v1", 2, 1),
+        ("v1", 4, 1),
+        ("v3", 4, 0),
+        ("v3", 4, 1),
+        ("v3", 4, 3),
+        ("v3", 8, 1),
+        ("v3", 2, 0),
+        ("ps", 4, 23),
+        ("ps", 4, 24),
+        ("ps", 4, 33),
+        ("ps", 4, 34),
+        ("ps", 8, 32),
+    ],
+    "mlp": [
+        ("v1", 8, 0),
+        ("v1", 16, 0),
+        ("v3", 4, 1064),
+        ("v3", 4, 2032),
+        ("v3", 4, 2064),
+        ("v3", 4, 3032),
+        ("v3", 4, 12032),
+        ("v3", 4, 12064),
+        ("v3", 8, 2032),
+        ("v3", 8, 3032),
+    ],
 }
 DEFAULT = {"linear": ("v1", 4, 1), "mlp": ("v1", 8, 0)}
 # (kind, B * nh, activation dtype) -> configuration, filled by _tune on the first GPU call of each shape
@@ -409,7 +724,17 @@ def _parse_config(text: str, kind: str) -> tuple[str, int, int] | None:
             continue
         parts = spec.split(":")
         variant, warps = parts[0], int(parts[1])
-        extra = int(parts[2]) if len(parts) > 2 else {"v1": 1 if kind == "linear" else 0, "mh": 4, "chunk": 64}[variant]
+        extra = (
+            int(parts[2])
+            if len(parts) > 2
+            else {
+                "v1": 1 if kind == "linear" else 0,
+                "mh": 4,
+                "chunk": 64,
+                "v3": 0 if kind == "linear" else 2064,
+                "ps": 34,
+            }[variant]
+        )
         if (kind, variant) not in _KERNELS:
             raise ValueError(f"TTT_DECODE_CONFIG: no variant {variant!r} for TTT-{kind}")
         return variant, warps, extra
@@ -421,6 +746,18 @@ def _fits(cfg: tuple[str, int, int], nprog: int) -> bool:
     return variant != "mh" or nprog % n == 0
 
 
+_SMS: dict = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of the device (1 under the interpreter: a small persistent grid)."""
+    if device.type != "cuda":
+        return 1
+    if device not in _SMS:
+        _SMS[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _SMS[device]
+
+
 def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts: dict) -> None:
     variant, warps, n = cfg
     kern = _KERNELS[(kind, variant)]
@@ -428,6 +765,14 @@ def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts
         kern[(nprog // n,)](*args, num_warps=warps, HPP=n, **consts)
     elif variant == "chunk":
         kern[(nprog,)](*args, num_warps=warps, HC=n, **consts)
+    elif kind == "linear" and variant == "v3":  # n: bit 0 LATE, bit 1 EV
+        kern[(nprog,)](*args, num_warps=warps, LATE=n & 1, EV=(n >> 1) & 1, RC=16, **consts)
+    elif variant == "ps":  # n = NS * 10 + programs per SM; as few turns as that allows, the grid evened out
+        turns = triton.cdiv(nprog, _num_sms(args[0].device) * (n % 10))
+        grid = triton.cdiv(nprog, turns)
+        kern[(grid,)](*args, grid, num_warps=warps, NS=n // 10, RC=16, TURNS=triton.cdiv(nprog, grid), **consts)
+    elif kind == "mlp" and variant == "v3":  # n = EV * 10000 + NS * 1000 + HC
+        kern[(nprog,)](*args, num_warps=warps, HC=n % 1000, NS=n // 1000 % 10, EV=n // 10000, UC=32, **consts)
     else:
         kern[(nprog,)](*args, num_warps=warps, **consts)
 
