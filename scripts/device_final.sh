@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# One device call that exercises the whole package on the GPU within a short lease: build the TK
-# extension, the GPU test suite, the benchmark (kernels + baselines, then a small reference-backend
-# set), and the parity verification; each step under its own time limit, logs and results in $OUT.
+# The whole package on the GPU in two device calls, each under the 10-minute limit of one command:
+#   MODE=check  build the TK extension (native + the sm80 PTX variant), the GPU tests (stops there on a
+#               failure), compute-sanitizer memcheck + racecheck, the prefill op benchmark beside fla,
+#               and the full-size parity verification (`ttt-infer verify` defaults)
+#   MODE=sweep  the default `ttt-infer bench` sweep with its figures, the decode benchmark (TTT-layer step
+#               alone and full model), and the baseline GPU tests
+# Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy has no .git: pass the sha and the TK pin in so results are stamped with them,
-#   run(command="TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh", timeout_s=580,
-#       carry=["third_party/ThunderKittens/include", "third_party/ThunderKittens/prototype", ".whl"])
+#   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
+#       timeout_s=595, carry=["third_party/ThunderKittens/include", ".whl"])
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
-OUT="${OUT:-$PWD/out}"; mkdir -p "$OUT/verify"
+OUT="${OUT:-$PWD/out}"; W="$OUT/all"; mkdir -p "$W/verify"
 export PYTHONUNBUFFERED=1 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0a}"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -16,22 +20,47 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 # report a step's exit status (rc must be read before any other command runs)
-done_step() { local rc=$?; echo "[$(( $(date +%s) - T0 )) s] $1 rc=$rc"; }
-python3 -m ttt_infer.cli env > "$OUT/env.txt" 2>&1
-python3 -m ttt_infer.kernels.build > "$OUT/build.log" 2>&1; done_step build
-# the kernels first: prefill, decode, graphs; then the baselines
-timeout "${TESTS_S:-180}" python3 -m pytest -v -p no:cacheprovider --timeout=45 -m gpu \
-  tests/gpu/test_prefill.py tests/gpu/test_decode_gpu.py tests/gpu/test_verify_gpu.py tests/gpu/test_baselines_gpu.py \
-  > "$OUT/gpu_tests.log" 2>&1
-done_step "gpu tests"; grep -E "passed|failed" "$OUT/gpu_tests.log" | tail -2; grep -E "^FAILED|^ERROR" "$OUT/gpu_tests.log" | head -8
-timeout "${BENCH_S:-250}" python3 -m ttt_infer.cli bench --out "$OUT/bench.jsonl" --backends kernels \
-  --prefill-lens 2048,8192,32768 --pd-prompt-lens 2048,8192 --repeats 2 --no-progress > "$OUT/bench.log" 2>&1
-done_step bench
-timeout "${REF_S:-60}" python3 -m ttt_infer.cli bench --out "$OUT/bench.jsonl" --models ttt-linear,ttt-mlp \
-  --backends reference --kinds prefill,decode --prefill-lens 2048 --decode-batches 16 --decode-gen-lens 16 \
-  --repeats 1 --no-ceilings --no-progress >> "$OUT/bench.log" 2>&1
-done_step "reference bench"
-# shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
-timeout "${VERIFY_S:-150}" python3 -m ttt_infer.cli verify --out "$OUT/verify" --no-progress ${VERIFY_ARGS:-} > "$OUT/verify/log.txt" 2>&1
-done_step verify; tail -n 25 "$OUT/verify/log.txt"
-grep -E "^\S+\|" "$OUT/bench.log" | grep -E "prefill\||decode\|" | head -60
+done_step() { local rc=$?; echo "[$(( $(date +%s) - T0 )) s] $1 rc=$rc"; return $rc; }
+pack() { tar czf "$OUT/all.tgz" -C "$W" . && rm -rf "$W"; }
+trap pack EXIT
+python3 -m ttt_infer.cli env > "$W/env.txt" 2>&1
+
+if [ "${MODE:-check}" = check ]; then
+  python3 -m ttt_infer.kernels.build > "$W/build_native.log" 2>&1 &
+  python3 -m ttt_infer.kernels.build --variant sm80 > "$W/build_sm80.log" 2>&1 &
+  wait
+  python3 -c "from ttt_infer.kernels import prefill; prefill.check_available(); from ttt_infer.kernels.build import module_dir; print('built:', module_dir(), module_dir('sm80'))"
+  done_step build || exit 1  # without the extension the prefill tests would only skip
+  grep -h "registers\|spill stores" "$W/build_native.log" | sort | uniq -c | head -12
+  timeout "${TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py tests/test_decode_kernels.py \
+    tests/test_prefill_errors.py tests/gpu/test_prefill.py tests/gpu/test_decode_gpu.py tests/gpu/test_verify_gpu.py \
+    > "$W/gpu_tests.log" 2>&1
+  done_step "gpu tests"; rc=$?
+  grep -E "passed|failed" "$W/gpu_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/gpu_tests.log" | head -10
+  [ $rc -eq 0 ] || exit 1
+  for tool in memcheck racecheck; do
+    timeout "${SAN_S:-40}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_prefill.py \
+      > "$W/sanitizer_$tool.log" 2>&1
+    done_step "$tool"; tail -n 2 "$W/sanitizer_$tool.log"
+  done
+  timeout "${PREFILL_S:-75}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label v3 \
+    --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
+  done_step "prefill op bench"
+  # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
+  timeout "${VERIFY_S:-270}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
+    > "$W/verify/log.txt" 2>&1
+  done_step verify
+  grep -A 30 "^| " "$W/prefill_op.log" | head -20
+  tail -n 40 "$W/verify/log.txt"
+else
+  timeout "${SWEEP_S:-480}" python3 -m ttt_infer.cli bench --out "$W/bench.jsonl" --figures > "$W/bench.log" 2>&1
+  done_step "bench sweep"
+  timeout "${DECODE_S:-90}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --batches "${DECODE_BATCHES:-1,64,512}" \
+    > "$W/decode.log" 2>&1
+  done_step "decode bench"
+  timeout "${BASE_S:-40}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
+    > "$W/baselines_tests.log" 2>&1
+  done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  grep -E "^\S+\|" "$W/bench.log" | head -70
+  tail -n 22 "$W/decode.log"
+fi

@@ -59,6 +59,13 @@ CONFIGS = [
     ("mlp", "mlp=v3:4:1064"),
     ("mlp", "mlp=v3:8:12032"),
 ]
+if DEV == "cuda":  # on a GPU the tuner may pick any candidate: every one is checked (compiled, not interpreted)
+    CONFIGS += [
+        (kind, f"{kind}={v}:{w}:{n}")
+        for kind, cands in decode.CANDIDATES.items()
+        for v, w, n in cands
+        if (kind, f"{kind}={v}:{w}:{n}") not in CONFIGS
+    ]
 
 
 @pytest.mark.parametrize("kind, config", CONFIGS)
