@@ -53,6 +53,12 @@ if [ "${MODE:-check}" = check ]; then
   grep -A 30 "^| " "$W/prefill_op.log" | head -20
   tail -n 40 "$W/verify/log.txt"
 else
+  if [ -n "${PREFILL_SHAPES:-}" ]; then  # the prefill op alone first (needs the extension)
+    python3 -m ttt_infer.kernels.build > "$W/build_native.log" 2>&1; done_step build
+    timeout "${PREFILL_S:-60}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label v3 \
+      --shapes "$PREFILL_SHAPES" > "$W/prefill_op.log" 2>&1
+    done_step "prefill op bench"; grep -A 12 "^| " "$W/prefill_op.log" | head -12
+  fi
   timeout "${SWEEP_S:-480}" python3 -m ttt_infer.cli bench --out "$W/bench.jsonl" --figures > "$W/bench.log" 2>&1
   done_step "bench sweep"
   timeout "${DECODE_S:-90}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --batches "${DECODE_BATCHES:-1,64,512}" \
