@@ -79,8 +79,43 @@ def time_once(fn) -> float:
     return s.elapsed_time(e)
 
 
+IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "fla.chunk_ttt_linear": "fla chunk",
+              "fla.fused_chunk_ttt_linear": "fla fused", "torch-reference": "PyTorch ref"}  # fmt: skip
+
+
+def report(path: Path) -> str:
+    """Markdown tables (ms) from a results file: one row per shape and dtype, one column per implementation
+    and version label (its first word); for TTT-Linear, each TK version against the faster fla op of its run."""
+    rows = [json.loads(line) for line in path.open()]
+    out = []
+    for kind in ("linear", "mlp"):
+        pts = [r for r in rows if r["kind"] == kind and r.get("ms")]
+        cols = sorted({(r["impl"], r.get("label", "").split(" ")[0]) for r in pts}, key=lambda c: (c[0], c[1]))
+        cols = [c for c in cols if not (kind == "mlp" and c[0].startswith("fla"))]
+        vers = sorted({v for i, v in cols if i == "tk"}) if kind == "linear" else []
+        head = [f"{IMPL_NAMES.get(i, i)} {v}".strip() for i, v in cols] + [f"TK {v} vs faster fla" for v in vers]
+        out += [f"**TTT-{kind.upper() if kind == 'mlp' else 'Linear'}** (ms; B x T, H=32, head dim 64)", "",
+                "| B x T | dtype | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]  # fmt: skip
+        for B, T, dt in sorted({(r["B"], r["T"], r["dtype"]) for r in pts}, key=lambda k: (-k[0], k[1], k[2])):
+            at = {
+                (r["impl"], r.get("label", "").split(" ")[0]): r["ms"]
+                for r in pts
+                if (r["B"], r["T"], r["dtype"]) == (B, T, dt)
+            }
+            cells = [f"{at[c]:.3f}" if c in at else "-" for c in cols]
+            for v in vers:
+                fla = [at[(i, v)] for i in ("fla.chunk_ttt_linear", "fla.fused_chunk_ttt_linear") if (i, v) in at]
+                cells.append(f"{min(fla) / at[('tk', v)]:.2f}x" if fla and ("tk", v) in at else "-")
+            out.append(f"| {B} x {T} | {dt} | " + " | ".join(cells) + " |")
+        out.append("")
+    labels = sorted({r.get("label", "") for r in rows})
+    out += ["Versions: " + "; ".join(labels)]
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
+    p.add_argument("--report", metavar="JSONL", help="only print the markdown tables of a results file")
     p.add_argument("--out", default="prefill_op.jsonl")
     p.add_argument("--shapes", default="16x2048,16x8192,16x32768,1x32768")
     p.add_argument("--heads", type=int, default=32)
@@ -88,6 +123,9 @@ def main(argv=None) -> int:
     p.add_argument("--label", default="", help="kernel version label stored with every point")
     p.add_argument("--ref-max-tokens", type=int, default=16 * 2048, help="time the PyTorch reference up to B*T")
     args = p.parse_args(argv)
+    if args.report:
+        print(report(Path(args.report)), end="")
+        return 0
 
     from ttt_infer.env import collect_env
     from ttt_infer.kernels import prefill

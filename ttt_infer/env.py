@@ -41,8 +41,11 @@ def collect_env() -> dict:
 
     env: dict = {
         "ttt_infer": __version__,
-        "git_sha": _git("rev-parse", "HEAD", cwd=REPO_ROOT) or os.environ.get("TTT_INFER_GIT_SHA"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", cwd=REPO_ROOT)),
+        # TTT_INFER_GIT_SHA, when set, wins: a copied tree (a remote GPU) can carry a stale .git of its own
+        "git_sha": os.environ.get("TTT_INFER_GIT_SHA") or _git("rev-parse", "HEAD", cwd=REPO_ROOT),
+        "git_dirty": False
+        if os.environ.get("TTT_INFER_GIT_SHA")
+        else bool(_git("status", "--porcelain", "--untracked-files=no", cwd=REPO_ROOT)),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
