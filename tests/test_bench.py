@@ -65,6 +65,9 @@ def test_default_grid_covers_the_issue():
     assert sweep.skip_reason(sweep.Point("prefill", "ttt-linear", "kernels", 16, 8192), spec) is None
     full = sweep.grid(sweep.SweepSpec.full())
     assert max(p.batch for p in full if p.kind == "decode") == 4096
+    # the reference backend decodes 16 tokens, everything else 128
+    gens = {(p.backend, p.gen_len) for p in pts if p.kind in ("decode", "prefill_decode")}
+    assert gens == {("kernels", 128), ("-", 128), ("reference", 16)}
 
 
 def test_limits_reproduce_perf_md_table():
