@@ -55,9 +55,11 @@ def test_rms_norm(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T", [1, 2, 3, 20, 37])
 @pytest.mark.parametrize("residual", [False, True])
-def test_causal_conv_and_history(dtype, T, residual):
-    """T = 1, 2 mix history and input in the new history; 37 spans three programs along T (separate push)."""
-    B, C = 2, 64
+@pytest.mark.parametrize("C", [64, 512])
+def test_causal_conv_and_history(dtype, T, residual, C):
+    """T = 1, 2 mix history and input in the new history; 37 spans three programs along T (separate push);
+    C = 512 two channel tiles."""
+    B = 2
     x = rnd(B, T, C, dtype=dtype, seed=T)
     res = rnd(B, T, C, dtype=dtype, seed=T + 1) if residual else None
     c = conv(C, T, dtype)
@@ -75,9 +77,11 @@ def test_causal_conv_and_history(dtype, T, residual):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T, start", [(1, 0), (1, 15), (20, 0), (37, 5), (3, 13)])
-@pytest.mark.parametrize("nh", [2, 4])
-def test_qk_conv_rope(dtype, T, start, nh):
-    B, C = 2, 64
+@pytest.mark.parametrize("nh, C", [(2, 64), (4, 64), (4, 96), (8, 512)])
+def test_qk_conv_rope(dtype, T, start, nh, C):
+    """C = 96: heads of 24 (not a power of two) and a channel tile wider than C; C = 512: heads of 64 over
+    two channel tiles."""
+    B = 2
     x = rnd(B, T, C, dtype=dtype, seed=T + nh)
     cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
     h0 = rnd(B, C, 3, dtype=dtype, seed=9)

@@ -286,8 +286,6 @@ class TritonGlue:
         y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
         y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
         BT, BC = min(16, triton.next_power_of_2(T)), 256 if C >= 256 else triton.next_power_of_2(C)
-        if rope is not None and (BC % f and f % BC):
-            _fail(fn, f"head size {f} and channel tile {BC} do not nest")
         grid = (triton.cdiv(T, BT), B, triton.cdiv(C, BC))
         single = grid[0] == 1
         _conv_kernel[grid](
