@@ -281,3 +281,35 @@ def test_graph_decoder_refuses_what_it_cannot_capture():
         model._backend = decode.DecodeKernelBackend()
         with pytest.raises(ValueError, match="CUDA device"):
             CUDAGraphDecoder(model, model.new_cache(1))
+
+
+@pytest.mark.skipif(DEV == "cuda", reason="fake timings: the CPU run checks the tuner's logic; GPU runs tune for real")
+def test_tuner_weights_the_mini_batch_end_and_leaves_the_live_state_alone(monkeypatch):
+    """Two candidates: A is fastest mid-mini-batch but slow at its end, B even. The tuner's score is the mean
+    over a mini-batch ((15 x mid + end) / 16), so B wins; every timed launch really runs (interpreter) on
+    scratch rows, output and weights, and the live state is untouched."""
+    import triton.testing
+
+    st64, ins = make_case("linear", B=2, nh=2, T=1, act_dtype=torch.float32, seed=3, device=DEV)
+    ins = (*ins[:-1], 1.0 / torch.arange(1, 17, dtype=torch.float32, device=DEV))  # tau_16 > 0: the end updates W
+    st = as_dtype(st64, torch.float32)
+    live = {k: v.clone() for k, v in st.tensors().items()}
+    pos = torch.tensor([5], device=DEV)
+    out = torch.empty(2, 2, 1, F, device=DEV)
+    kind, nprog, names, args, consts = decode._kernel_args(st, *step_inputs(ins, 0), pos, out)
+    cand_a, cand_b = ("v1", 4, 1), ("v3", 4, 0)
+    fake = iter([1.0, 10.0, 1.2, 1.2])  # A mid, A end, B mid, B end
+
+    def do_bench(fn, **_):
+        fn()
+        return next(fake)
+
+    monkeypatch.setattr(triton.testing, "do_bench", do_bench)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setitem(decode.CANDIDATES, "linear", [cand_a, cand_b])
+    best, times = decode._tune(kind, nprog, args, names, consts)
+    assert best == cand_b
+    assert times[cand_a] == pytest.approx((15 * 1.0 + 10.0) / 16) and times[cand_b] == pytest.approx(1.2)
+    for name, t in st.tensors().items():
+        assert torch.equal(t, live[name]), name
+    assert int(pos) == 5

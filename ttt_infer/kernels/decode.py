@@ -20,8 +20,9 @@ reference's dtype.
 
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests) with a fixed configuration. On a GPU
 the first call for each (layer type, B * nh, dtype) times the candidate configurations (CANDIDATES:
-structural variant, num_warps and a variant parameter) on scratch rows (the live state is only read) and
-keeps the fastest; make that call before a CUDA graph capture. Variants: "v1" (above); "v3", the same
+structural variant, num_warps and a variant parameter) at a middle position and at the mini-batch's
+last one (the W update), on scratch rows, output and weights (the live state is only read), and keeps
+the fastest on average over a mini-batch; make that call before a CUDA graph capture. Variants: "v1" (above); "v3", the same
 with a smaller register footprint (TTT-Linear) or the hidden axis streamed in pipelined chunks (TTT-MLP);
 "ps" (TTT-Linear), a persistent grid pipelining the next heads' W into shared memory. Two more exist as
 opt-in experiments (several heads per program for TTT-Linear, "mh"; a 2-pass hidden-chunk TTT-MLP,
@@ -778,8 +779,11 @@ def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts
 
 
 def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> tuple[str, int, int]:
-    """Time each candidate configuration on scratch rows, output and position (p = b/2, so W is never
-    written) and keep the fastest. The real state is only read: safe on a live cache."""
+    """Time each candidate configuration and keep the one fastest on average over a mini-batch: at a middle
+    position (p = b/2: W only read) and at its last position (p = b-1: the W update, which some variants
+    pay for with a second pass), weighted (b-1) : 1. Everything a timed launch writes is scratch (rows,
+    output, position, and a copy of W, b for the last position): the live state is only read, so this is
+    safe on a live cache."""
     from triton.testing import do_bench
 
     if torch.cuda.is_current_stream_capturing():
@@ -787,24 +791,33 @@ def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> 
             "ttt_decode_step: first call for this batch size is inside a CUDA graph capture; "
             "run one eager step first (it picks the kernel configuration)"
         )
-    scratch = dict(zip(names, args, strict=True))
-    for name in ("K_ptr", "G_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr", "out_ptr"):
-        if name in scratch:
-            scratch[name] = scratch[name].clone()
     mb = consts["MB"]
-    scratch["pos_ptr"] = torch.full((1,), mb // 2, dtype=torch.int64, device=scratch["pos_ptr"].device)
-    sargs = [scratch[n] for n in names]
+    dev = args[names.index("pos_ptr")].device
+    mid = dict(zip(names, args, strict=True))
+    for name in ("K_ptr", "G_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr", "out_ptr"):
+        if name in mid:
+            mid[name] = mid[name].clone()
+    mid["pos_ptr"] = torch.full((1,), mb // 2, dtype=torch.int64, device=dev)
+    end = dict(mid)
+    for name in ("W_ptr", "b_ptr", "W1_ptr", "b1_ptr", "W2_ptr", "b2_ptr"):
+        if name in end:
+            end[name] = end[name].clone()
+    end["pos_ptr"] = torch.full((1,), mb - 1, dtype=torch.int64, device=dev)
+    positions = [([mid[n] for n in names], mb - 1), ([end[n] for n in names], 1)]
     times, err = {}, None
     for cfg in CANDIDATES[kind]:
         if not _fits(cfg, nprog):
             continue
         try:
-            times[cfg] = do_bench(
-                lambda c=cfg: _launch(kind, nprog, sargs, c, consts), warmup=5, rep=25, return_mode="median"
-            )
+            t = [
+                do_bench(lambda c=cfg, a=a: _launch(kind, nprog, a, c, consts), warmup=5, rep=25, return_mode="median")
+                for a, _ in positions
+            ]
+            times[cfg] = sum(ti * w for ti, (_, w) in zip(t, positions, strict=True)) / mb
         except Exception as e:  # a configuration that does not compile or fit is skipped, not fatal
             times[cfg] = float("inf")
             err = e
+    del mid, end, positions
     if not times or all(t == float("inf") for t in times.values()):
         raise RuntimeError(f"ttt_decode_step: no configuration in {CANDIDATES[kind]} ran for TTT-{kind}") from err
     return min(times, key=times.get), times
@@ -899,6 +912,26 @@ def _check(
     return B, nh, f, mb
 
 
+def _kernel_args(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out):
+    """(kind, programs, parameter names, arguments, constexprs) of the decode kernel for these (checked) inputs."""
+    B, nh, _, f = xq.shape
+    mb = state.mini_batch_size
+    kind = state.kind
+    if kind == "linear":
+        names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
+                 "W_ptr", "b_ptr", "K_ptr", "G_ptr", "LR_ptr", "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
+        args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.k, state.g1, state.lr, out]
+        consts = {"F": f, "MB": mb}
+    else:
+        names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
+                 "W1_ptr", "b1_ptr", "W2_ptr", "b2_ptr", "K_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr",
+                 "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
+        args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.W2, state.b2,
+                state.k, state.g1, state.x2, state.g2, state.lr, out]  # fmt: skip
+        consts = {"F": f, "H": MLP_HIDDEN, "MB": mb, "C": _SQRT_2_OVER_PI}
+    return kind, B * nh, names, args + [nh, B * nh, LN_EPS], consts
+
+
 def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch.Tensor | None = None) -> torch.Tensor:
     """One decode step of the TTT layer for every (sequence, head); updates `state` in place.
 
@@ -915,21 +948,7 @@ def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch
         out = torch.empty(B, nh, 1, f, device=xq.device, dtype=torch.float32)
     elif out.shape != (B, nh, 1, f) or out.dtype != torch.float32 or not out.is_contiguous() or out.device != xq.device:
         _fail(f"out must be a contiguous fp32 [B, nh, 1, f] tensor on {xq.device}")
-    nprog = B * nh
-    kind = state.kind
-    if kind == "linear":
-        names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
-                 "W_ptr", "b_ptr", "K_ptr", "G_ptr", "LR_ptr", "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
-        args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.k, state.g1, state.lr, out]
-        consts = {"F": f, "MB": mb}
-    else:
-        names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
-                 "W1_ptr", "b1_ptr", "W2_ptr", "b2_ptr", "K_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr",
-                 "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
-        args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.W2, state.b2,
-                state.k, state.g1, state.x2, state.g2, state.lr, out]  # fmt: skip
-        consts = {"F": f, "H": MLP_HIDDEN, "MB": mb, "C": _SQRT_2_OVER_PI}
-    args += [nh, nprog, LN_EPS]
+    kind, nprog, names, args, consts = _kernel_args(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out)
     forced = os.environ.get("TTT_DECODE_CONFIG", "")
     cfg = _parse_config(forced, kind) if forced else None
     if cfg is not None:
