@@ -19,9 +19,9 @@ ttt::InDtype in_dtype(const torch::Tensor &x) {
   return x.scalar_type() == at::kBFloat16 ? ttt::InDtype::bf16 : ttt::InDtype::fp16;
 }
 
-void linear_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
-                    torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
-                    torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start) {
+void linear_prefill_impl(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
+                         torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
+                         torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start, bool wgmma) {
   const auto dt = xq.scalar_type();
   for (auto *p : {&xq, &xk, &xv, &out}) check(*p, "xq/xk/xv/out", dt);
   for (auto *p : {&lr, &tau, &ln_w, &ln_b, &W1, &b1, &k, &g1, &lr_rows}) check(*p, "fp32 argument", at::kFloat);
@@ -31,9 +31,34 @@ void linear_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch:
                            ln_w.data_ptr<float>(), ln_b.data_ptr<float>(), W1.data_ptr<float>(), b1.data_ptr<float>(),
                            k.data_ptr<float>(), g1.data_ptr<float>(), lr_rows.data_ptr<float>(), out.data_ptr(),
                            (int)(xq.size(0) * xq.size(1)), (int)xq.size(1), (int)xq.size(2), (int)start};
-  const cudaError_t e = ttt::launch_linear_prefill(a, in_dtype(xq), at::cuda::getCurrentCUDAStream());
+  if (wgmma) {
+    const cudaError_t st = ttt::linear_prefill_wgmma_status();
+    TORCH_CHECK(st == cudaSuccess,
+                "the wgmma TTT-Linear prefill (impl=\"wgmma\") needs a compute-capability 9.0 GPU (H100/H200) and an "
+                "extension built with 9.0a in TORCH_CUDA_ARCH_LIST (the default \"8.0;9.0a\"); this device or build "
+                "has no sm_90a kernel image (",
+                cudaGetErrorString(st), "); use the default impl");
+  }
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaError_t e = wgmma ? ttt::launch_linear_prefill_wgmma(a, in_dtype(xq), stream)
+                              : ttt::launch_linear_prefill(a, in_dtype(xq), stream);
   TORCH_CHECK(e == cudaSuccess, "ttt linear prefill launch failed: ", cudaGetErrorString(e));
 }
+
+void linear_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
+                    torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
+                    torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start) {
+  linear_prefill_impl(xq, xk, xv, lr, tau, ln_w, ln_b, W1, b1, k, g1, lr_rows, out, start, false);
+}
+
+void linear_prefill_wgmma(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
+                          torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
+                          torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start) {
+  linear_prefill_impl(xq, xk, xv, lr, tau, ln_w, ln_b, W1, b1, k, g1, lr_rows, out, start, true);
+}
+
+// Whether the wgmma variant can run on the current device with this build (no exception).
+bool linear_prefill_wgmma_available() { return ttt::linear_prefill_wgmma_status() == cudaSuccess; }
 
 void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
                  torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor W2,
@@ -59,5 +84,9 @@ void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Te
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16)";
   m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill (state updated in place; writes out)");
+  m.def("linear_prefill_wgmma", &linear_prefill_wgmma,
+        "TTT-Linear prefill, Hopper warpgroup-MMA variant (sm_90a builds on compute capability 9.0 only)");
+  m.def("linear_prefill_wgmma_available", &linear_prefill_wgmma_available,
+        "True when this build has the sm_90a wgmma kernel and the current device can run it");
   m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out); warps: 8 or 16 (0: default)");
 }

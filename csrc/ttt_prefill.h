@@ -39,4 +39,10 @@ struct MlpPrefillArgs {
 cudaError_t launch_linear_prefill(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream);
 cudaError_t launch_mlp_prefill(const MlpPrefillArgs &a, InDtype dt, cudaStream_t stream);
 
+// Hopper variant of the TTT-Linear prefill (warpgroup MMA; ttt_linear_prefill_wgmma.cu). Its kernel exists
+// only in the sm_90a image: the status is cudaSuccess on a compute-capability 9.0 device running that
+// image, cudaErrorNotSupported otherwise (the launcher returns it without launching).
+cudaError_t linear_prefill_wgmma_status();
+cudaError_t launch_linear_prefill_wgmma(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream);
+
 }  // namespace ttt

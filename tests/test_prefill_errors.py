@@ -57,3 +57,14 @@ def test_rejects_bad_start():
     args = (*args[:-1], 16)
     with pytest.raises(ValueError, match="start"):
         prefill.ttt_prefill(st, *args)
+
+
+def test_rejects_unknown_impl():
+    st, args = _args()
+    with pytest.raises(ValueError, match="impl"):
+        prefill.ttt_prefill(st, *args, impl="tma")
+
+
+def test_wgmma_unavailable_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert prefill.wgmma_available() is False

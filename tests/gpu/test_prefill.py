@@ -75,8 +75,19 @@ def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return d / n if n > 0 else d
 
 
-def compare(kind, B, T, start, dtype, seed, variant="native", mlp_warps=None):
+def _need_wgmma(prefill, variant="native"):
+    """Skip unless the wgmma kernel can run; on a compute-capability 9.0 GPU a missing kernel is a failure."""
+    if prefill.wgmma_available(variant):
+        return
+    if torch.cuda.get_device_capability() == (9, 0):
+        pytest.fail("wgmma kernel unavailable on a 9.0 GPU: was the extension built with 9.0a in TORCH_CUDA_ARCH_LIST?")
+    pytest.skip("the wgmma kernel needs a compute-capability 9.0 GPU")
+
+
+def compare(kind, B, T, start, dtype, seed, variant="native", mlp_warps=None, impl="default"):
     prefill = _prefill()
+    if impl == "wgmma":
+        _need_wgmma(prefill, variant)
     st, args = make_case(kind, B, T, start, dtype, seed)
     xq, xk, xv, lr, ln_w, ln_b, tau, start = args
 
@@ -88,7 +99,7 @@ def compare(kind, B, T, start, dtype, seed, variant="native", mlp_warps=None):
     out_lo = dual_forward(s_lo, *args).to(dtype)
     s_k = st.clone()
     out_buf = torch.full_like(xq, float("nan"))
-    out_k = prefill.ttt_prefill(s_k, *args, out=out_buf, variant=variant, mlp_warps=mlp_warps)
+    out_k = prefill.ttt_prefill(s_k, *args, out=out_buf, variant=variant, mlp_warps=mlp_warps, impl=impl)
     torch.cuda.synchronize()
     assert out_k.data_ptr() == out_buf.data_ptr()
     assert torch.isfinite(out_k.float()).all(), "kernel left NaN/inf in the output (unwritten or bad values)"
@@ -109,7 +120,9 @@ def compare(kind, B, T, start, dtype, seed, variant="native", mlp_warps=None):
         report[name] = (ek, elo)
     bad = {n: v for n, v in report.items() if v[0] > max(2 * v[1], 1e-6)}
     msg = ", ".join(f"{n}: kernel {a:.2e} ref {b:.2e}" for n, (a, b) in report.items())
-    tag = variant + (f"/{mlp_warps}w" if kind == "mlp" and mlp_warps else "")
+    tag = (
+        variant + (f"/{mlp_warps}w" if kind == "mlp" and mlp_warps else "") + (f"/{impl}" if impl != "default" else "")
+    )
     print(f"[{tag}] {kind} {dtype} B={B} T={T} start={start}: {msg}")
     assert not bad, f"kernel error above 2x the same-dtype reference's: {bad}"
     return report, out_k
@@ -129,6 +142,54 @@ def test_prefill_matches_reference(kind, B, T, dname):
 @pytest.mark.parametrize("start,T", [(5, 17), (5, 100), (15, 2), (1, 3)])
 def test_prefill_starts_inside_mini_batch(kind, start, T, dname):
     compare(kind, 3, T, start, DTYPES[dname], seed=77 + start * 31 + T)
+
+
+@pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize(
+    "B,T,start",
+    [(1, 16, 0), (1, 17, 0), (3, 100, 0), (16, 2048, 0), (3, 1, 0), (3, 17, 5), (3, 100, 5), (3, 2, 15), (3, 3, 1)],
+)
+def test_linear_wgmma_matches_reference(B, T, start, dname):
+    """The Hopper warpgroup-MMA TTT-Linear kernel (impl="wgmma"), same float64 comparison."""
+    compare("linear", B, T, start, DTYPES[dname], seed=4000 + B * 7 + T + start, impl="wgmma")
+
+
+def test_linear_wgmma_refused_without_sm90a_image():
+    """The sm80 build (8.0+PTX) has no sm_90a image: impl="wgmma" raises a clear error, no launch."""
+    from ttt_infer.kernels import KernelsUnavailable, prefill
+
+    try:
+        prefill.check_available("sm80")
+    except KernelsUnavailable as e:
+        pytest.skip(f"sm80 variant not built: {e}")
+    assert not prefill.wgmma_available("sm80")
+    st, args = make_case("linear", 1, 20, 0, torch.bfloat16, seed=1)
+    with pytest.raises(RuntimeError, match=r"impl=\"wgmma\".*9\.0a"):
+        prefill.ttt_prefill(st, *args, variant="sm80", impl="wgmma")
+
+
+def test_linear_wgmma_chunks_compose_and_deterministic():
+    prefill = _prefill()
+    _need_wgmma(prefill)
+    st, args = make_case("linear", 16, 512, 0, torch.bfloat16, seed=3)
+    s1, s2 = st.clone(), st.clone()
+    o1 = prefill.ttt_prefill(s1, *args, impl="wgmma")
+    o2 = prefill.ttt_prefill(s2, *args, impl="wgmma")
+    torch.cuda.synchronize()
+    assert torch.equal(o1, o2)
+    for n, t in s1.tensors().items():
+        assert torch.equal(t, getattr(s2, n)), n
+    st, args = make_case("linear", 2, 53, 0, torch.bfloat16, seed=11)
+    xq, xk, xv, lr, ln_w, ln_b, tau, _ = args
+    s_all, s_two, cut = st.clone(), st.clone(), 21
+    o_all = prefill.ttt_prefill(s_all, xq, xk, xv, lr, ln_w, ln_b, tau, 0, impl="wgmma")
+    head = (x[:, :, :cut].contiguous() for x in (xq, xk, xv, lr))
+    tail = (x[:, :, cut:].contiguous() for x in (xq, xk, xv, lr))
+    o1 = prefill.ttt_prefill(s_two, *head, ln_w, ln_b, tau, 0, impl="wgmma")
+    o2 = prefill.ttt_prefill(s_two, *tail, ln_w, ln_b, tau, cut % MB, impl="wgmma")
+    torch.cuda.synchronize()
+    assert rel(torch.cat([o1, o2], 2), o_all) < 1e-2
+    assert rel(s_two.W1, s_all.W1) < 1e-4
 
 
 @pytest.mark.parametrize("dname", sorted(DTYPES))

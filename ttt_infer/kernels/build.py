@@ -8,6 +8,11 @@ ttt_infer/kernels/_build/<name>/ (gitignored), where `prefill.py` finds it.
 `--variant sm80` builds a second module, `_tk_prefill_sm80`, from the same sources for "8.0+PTX"
 only: on a Hopper GPU its kernels run from the compute_80 PTX (the sm_80 code path, JIT-compiled by
 the driver), which is how the Ampere path is tested on the H200.
+
+`ttt_linear_prefill_wgmma.cu` (the opt-in Hopper TTT-Linear kernel, `impl="wgmma"`) is compiled for every
+architecture in the list, but its kernel body exists only in the sm_90a pass (9.0a in the list; plain
+"9.0" does not have wgmma): the other images carry an empty stub, and the extension raises a clear
+error when the wgmma kernel is asked for on a build or GPU without the sm_90a image.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ttt_infer.env import REPO_ROOT, tk_root
 
 CSRC = REPO_ROOT / "csrc"
 BUILD_ROOT = Path(__file__).resolve().parent / "_build"
-SOURCES = ["bindings.cpp", "ttt_linear_prefill.cu", "ttt_mlp_prefill.cu"]
+SOURCES = ["bindings.cpp", "ttt_linear_prefill.cu", "ttt_linear_prefill_wgmma.cu", "ttt_mlp_prefill.cu"]
 VARIANTS = {"native": ("_tk_prefill", None), "sm80": ("_tk_prefill_sm80", "8.0+PTX")}
 DEFAULT_ARCH_LIST = "8.0;9.0a"
 

@@ -72,8 +72,24 @@ def _check_tensor(t, name: str, shape: tuple, dtype: torch.dtype, device: torch.
         raise ValueError(f"{name} must be contiguous")
 
 
+IMPLS = ("default", "wgmma")
+
+
 def ttt_prefill(
-    state, xq, xk, xv, lr, ln_w, ln_b, tau, start: int = 0, *, out=None, variant: str = "native", mlp_warps=None
+    state,
+    xq,
+    xk,
+    xv,
+    lr,
+    ln_w,
+    ln_b,
+    tau,
+    start: int = 0,
+    *,
+    out=None,
+    variant: str = "native",
+    mlp_warps=None,
+    impl: str = "default",
 ):
     """TTT prefill of T tokens on the GPU; updates `state` (TTTState, fp32) in place.
 
@@ -82,7 +98,11 @@ def ttt_prefill(
     `state`. Returns out [B, nh, T, 64] in the input dtype (written into `out` when given).
     `variant="sm80"` runs the module built for sm_80 (+PTX) instead of the native one. `mlp_warps`
     (8 or 16; default: setting TTT_INFER_MLP_WARPS, else the kernel's default) picks the TTT-MLP CTA size.
+    `impl="wgmma"` (TTT-Linear only, opt-in) runs the Hopper warpgroup-MMA kernel: it needs a
+    compute-capability 9.0 GPU and a build with 9.0a in TORCH_CUDA_ARCH_LIST, and raises otherwise.
     """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     for name, x in (("xq", xq), ("xk", xk), ("xv", xv)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -111,6 +131,8 @@ def ttt_prefill(
         raise ValueError(f"state mini-batch size must be {MINI_BATCH}, got {state.mini_batch_size}")
     hid = state.W1.shape[-1]
     mlp = state.kind == "mlp"
+    if mlp and impl == "wgmma":
+        raise ValueError('impl="wgmma" exists for TTT-Linear only; TTT-MLP has the default impl')
     if hid != (4 * f if mlp else f):
         raise ValueError(
             f"state W1 must be [B, nh, {f}, {4 * f if mlp else f}] for TTT-{state.kind}, got {tuple(state.W1.shape)}"
@@ -160,5 +182,29 @@ def ttt_prefill(
             mlp_warps,
         )
     else:
-        mod.linear_prefill(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.k, state.g1, state.lr, out, start)
+        fn = mod.linear_prefill
+        if impl == "wgmma":
+            fn = getattr(mod, "linear_prefill_wgmma", None)
+            if fn is None:
+                raise KernelsUnavailable(
+                    f"the TK prefill extension at {module_dir_hint(variant)} predates the wgmma kernel; {_BUILD_HINT}"
+                )
+        fn(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.k, state.g1, state.lr, out, start)
     return out
+
+
+def wgmma_available(variant: str = "native") -> bool:
+    """True when the wgmma TTT-Linear kernel can run here (CUDA GPU of compute capability 9.0 and a build
+    with its sm_90a image); never raises."""
+    try:
+        check_available(variant)
+    except Exception:  # noqa: BLE001
+        return False
+    fn = getattr(_load(variant), "linear_prefill_wgmma_available", None)
+    return bool(fn is not None and fn())
+
+
+def module_dir_hint(variant: str) -> str:
+    from .build import module_dir
+
+    return str(module_dir(variant))
