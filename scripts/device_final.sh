@@ -6,7 +6,8 @@
 #                failure; ~300 s); compute-sanitizer memcheck + racecheck; the prefill op benchmark beside
 #                fla (all four shapes); the decode benchmark (TTT-layer step alone, full model)
 #   MODE=verify  the full-size parity verification (`ttt-infer verify` defaults: ~140 s a layer type)
-#   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests
+#   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests,
+#                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -72,6 +73,11 @@ sweep)
   timeout "${BASE_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
     > "$W/baselines_tests.log" 2>&1
   done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  # where the full model's prefill time goes now: each glue kernel against its floor, one layer's profile
+  timeout "${GLUE_S:-40}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" > "$W/glue.log" 2>&1
+  done_step "glue bench"; tail -n 8 "$W/glue.log"
+  timeout "${PROFILE_S:-40}" python3 scripts/profile_layer.py --batch 16 --seq 8192 --rows 25 > "$W/profile_linear.txt" 2>&1
+  done_step profile
   grep -E "^\S+\|" "$W/bench.log" | head -80
   ;;
 *) echo "MODE must be check, verify or sweep, got $MODE"; exit 2 ;;
