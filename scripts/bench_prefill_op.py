@@ -79,7 +79,7 @@ def time_once(fn) -> float:
     return s.elapsed_time(e)
 
 
-IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "fla.chunk_ttt_linear": "fla chunk",
+IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "tk-wgmma": "TK wgmma", "fla.chunk_ttt_linear": "fla chunk",
               "fla.fused_chunk_ttt_linear": "fla fused", "torch-reference": "PyTorch ref"}  # fmt: skip
 
 
@@ -162,11 +162,16 @@ def main(argv=None) -> int:
                 flops = flops_per_minibatch(kind) * B * H * math.ceil(T / MB)
                 base = dict(kind=kind, dtype=dname, B=B, H=H, T=T, D=F, flops=flops, min_bytes=nbytes)
                 out = torch.empty_like(a[0])
-                for impl, warps in (("tk", None),) if kind == "linear" else (("tk", 8), ("tk-16w", 16)):
+                runs = (
+                    [("tk", None, "default")] if kind == "linear" else [("tk", 8, "default"), ("tk-16w", 16, "default")]
+                )
+                if kind == "linear" and prefill.wgmma_available():
+                    runs.append(("tk-wgmma", None, "wgmma"))  # the opt-in Hopper kernel, beside the default
+                for impl, warps, kimpl in runs:
                     try:
                         ms = bench(
-                            lambda st=st, a=a, out=out, warps=warps: prefill.ttt_prefill(
-                                st, *a, out=out, mlp_warps=warps
+                            lambda st=st, a=a, out=out, warps=warps, kimpl=kimpl: prefill.ttt_prefill(
+                                st, *a, out=out, mlp_warps=warps, impl=kimpl
                             )
                         )
                         emit(
