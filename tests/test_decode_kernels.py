@@ -1,4 +1,4 @@
-"""Triton decode kernels (ttt_infer/kernels/decode.py) against the PyTorch reference primal step.
+"""Triton decode kernels (ttt_infer/kernels/decode/) against the PyTorch reference primal step.
 
 On a machine without a GPU these run in the Triton interpreter (conftest sets TRITON_INTERPRET=1)
 on CPU tensors; on a GPU machine the same tests run the compiled kernels on CUDA tensors.

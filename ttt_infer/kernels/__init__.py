@@ -1,4 +1,4 @@
-"""The kernel backend: ThunderKittens prefill (`prefill.py`) and Triton decode (`decode.py`).
+"""The kernel backend: ThunderKittens prefill (`prefill.py`) and Triton decode (`decode/`).
 
 Both follow the reference's interface (ttt_infer/ttt/ops.py): they update the TTTState in place and
 return the TTT output [B, nh, T, f]. Imports are lazy so that `import ttt_infer` never needs a GPU,
