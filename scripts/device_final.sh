@@ -3,9 +3,10 @@
 # (timings measured on the H200 in session 2; make the calls back to back so the machine stays warm;
 # the reference backend's decode numbers come from the sweep, B <= 16):
 #   MODE=check   build the TK extension (native + the sm80 PTX variant); the GPU tests (stops there on a
-#                failure; ~300 s); compute-sanitizer memcheck + racecheck; the prefill op benchmark beside
-#                fla (all four shapes); the decode benchmark (TTT-layer step alone, full model)
-#   MODE=verify  the full-size parity verification (`ttt-infer verify` defaults: ~140 s a layer type)
+#                failure; ~280 s); compute-sanitizer memcheck + racecheck; the prefill op benchmark beside
+#                fla (all four shapes)
+#   MODE=verify  the full-size parity verification (`ttt-infer verify` defaults: ~140 s a layer type), the
+#                decode benchmark (TTT-layer step alone, full model)
 #   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests,
 #                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
@@ -39,7 +40,7 @@ done_step build || exit 1  # without the extension the prefill tests would only 
 case "$MODE" in
 check)
   grep -h "registers\|spill stores" "$W/build_native.log" | sort | uniq -c | head -12
-  timeout "${TESTS_S:-300}" python3 -m pytest -q -p no:cacheprovider --timeout=90 --durations=15 tests/test_glue.py \
+  timeout "${TESTS_S:-330}" python3 -m pytest -q -p no:cacheprovider --timeout=90 --durations=15 tests/test_glue.py \
     tests/test_decode_kernels.py tests/test_prefill_errors.py tests/gpu/test_prefill.py tests/gpu/test_decode_gpu.py \
     tests/gpu/test_verify_gpu.py > "$W/gpu_tests.log" 2>&1
   done_step "gpu tests"; rc=$?
@@ -53,18 +54,18 @@ check)
   timeout "${PREFILL_S:-75}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-v3}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
   done_step "prefill op bench"
-  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
-    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
-  done_step "decode bench"
   python3 scripts/bench_prefill_op.py --report "$W/prefill_op.jsonl" | head -20
-  tail -n 22 "$W/decode.log"
   ;;
 verify)
   # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
-  timeout "${VERIFY_S:-540}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
+  timeout "${VERIFY_S:-420}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
     > "$W/verify/log.txt" 2>&1
   done_step verify
+  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+  done_step "decode bench"
   tail -n 40 "$W/verify/log.txt"
+  tail -n 22 "$W/decode.log"
   ;;
 sweep)
   timeout "${SWEEP_S:-530}" python3 -m ttt_infer.cli bench --out "$W/bench.jsonl" --figures --no-progress \
