@@ -215,3 +215,21 @@ def test_batch_of_one_does_not_modify_the_weights():
     first = model(ids)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert torch.equal(model(ids), first)
+
+
+def test_token_scale_cache_follows_the_parameter():
+    """tau is cached between calls (decode steps) but recomputed when learnable_token_idx changes in place
+    (a checkpoint load copies into it) and in inference mode (no version counter: no cache)."""
+    model = tiny_model("linear", "mamba", num_hidden_layers=1)
+    layer = model.model.layers[0].seq_modeling_block
+    tau = layer.token_scale(torch.float64)
+    assert layer.token_scale(torch.float64) is tau  # cached
+    with torch.no_grad():
+        layer.learnable_token_idx.add_(0.25)
+    moved = layer.token_scale(torch.float64)
+    assert torch.allclose(
+        moved, (1.0 / torch.arange(1, 17, dtype=torch.float64) + layer.learnable_token_idx).clamp_min(0)
+    )
+    with torch.inference_mode():
+        m2 = tiny_model("linear", "mamba", num_hidden_layers=1)
+        assert torch.isfinite(m2.model.layers[0].seq_modeling_block.token_scale(torch.float64)).all()

@@ -149,8 +149,11 @@ class TTTLayer(nn.Module):
         """tau_i = max(0, 1/i + beta_i), i = 1..b: [b]. Cached until the parameter changes (a decode step
         would otherwise spend four tiny kernels a layer on it)."""
         beta = self.learnable_token_idx
-        key = (beta._version, beta.data_ptr(), beta.device, dtype)
-        if getattr(self, "_tau_key", None) != key:
+        try:
+            key = (beta._version, beta.data_ptr(), beta.device, dtype)
+        except RuntimeError:  # an inference-mode tensor has no version counter: no cache
+            key = None
+        if key is None or getattr(self, "_tau_key", None) != key:
             i = torch.arange(1, self.mini_batch_size + 1, dtype=dtype, device=beta.device)
             self._tau = (1.0 / i + beta.detach().to(dtype)).clamp_min(0.0)
             self._tau_key = key
