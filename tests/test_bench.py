@@ -100,6 +100,7 @@ def test_sweep_records_every_point_and_resumes(tmp_path):
         assert r["ceilings"]["copy_tb_s"] == pytest.approx(0.1) and "env" in r
     ttt_dec = next(r for r in ok if r["kind"] == "decode" and r["model"] == "ttt-linear")
     assert 0 < ttt_dec["fraction_of_limit"] == ttt_dec["decode_fraction_of_limit"]
+    assert "details" not in ttt_dec  # the reference backend on the CPU chose no kernel configuration
     assert ttt_dec["tokens_per_s"] == pytest.approx(ttt_dec["batch"] * 3 / (ttt_dec["ms"] / 1e3))
     # a rerun measures nothing; a lost line (and a line cut by a crash) is measured again
     assert sweep.run_sweep(pts, out, spec, "cpu", 1, None, ce, {}, False, tiny_factory()) == []
@@ -107,6 +108,29 @@ def test_sweep_records_every_point_and_resumes(tmp_path):
     out.write_text("\n".join(lines[1:]) + "\n" + lines[0][:40] + "\n")
     again = sweep.run_sweep(pts, out, spec, "cpu", 1, None, ce, {}, False, tiny_factory())
     assert [r["key"] for r in again] == [json.loads(lines[0])["key"]]
+
+
+def test_model_details_are_recorded(tmp_path, monkeypatch):
+    """A model's details(point) (the kernels' choices, e.g. the decode configuration) land in its rows."""
+    from ttt_infer.kernels import decode
+
+    spec = small_spec()
+    pts = [p for p in sweep.grid(spec) if p.model == "ttt-linear" and p.kind == "decode"]
+    base = tiny_factory()
+
+    def make(*a):
+        m = base(*a)
+        m.model._backend.name = "kernels"  # as if it ran the kernels on a GPU
+        monkeypatch.setattr(type(m.model), "device", property(lambda self: torch.device("cuda")))
+        return m
+
+    for p in pts:
+        key = ("linear", p.batch * TINY["num_attention_heads"], torch.float32)
+        monkeypatch.setitem(decode.TUNED, key, ("v3", 4, 1))
+    monkeypatch.setattr(TTTBench, "decode", lambda self: None)
+    monkeypatch.setattr(TTTBench, "prefill", lambda self, ids, max_new_tokens=0: None)
+    rows = sweep.run_sweep(pts, tmp_path / "r.jsonl", spec, "cpu", 1, None, None, {}, False, make)
+    assert rows and all(r["details"] == {"decode_kernel_config": "v3:4:1"} for r in rows)
 
 
 def test_failing_points_are_recorded_and_the_sweep_goes_on(tmp_path):

@@ -99,6 +99,17 @@ class TTTBench:
             logits = self.model.decode_step(self._token, self.cache)
         self._token = logits.argmax(-1)
 
+    def details(self, point) -> dict:
+        """What the kernels chose for this point: the decode kernel configuration the tuner picked."""
+        if point.kind == "prefill" or self.model.backend != "kernels" or self.model.device.type != "cuda":
+            return {}
+        from ..kernels import decode
+
+        cfg = self.model.config
+        key = (cfg.ttt_layer_type, point.batch * cfg.num_attention_heads, self.model.dtype)
+        tuned = decode.TUNED.get(key)
+        return {"decode_kernel_config": ":".join(map(str, tuned))} if tuned else {}
+
     def close(self) -> None:
         self.cache = self._decoder = self.model = None
 

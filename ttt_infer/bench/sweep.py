@@ -269,6 +269,9 @@ def run_sweep(
                 try:
                     res = measure(model, p, timer, device, repeats)
                     row.update(status="ok", **res, **limit_fields(model, p, res, ceilings))
+                    details = getattr(model, "details", None)  # e.g. the decode kernel configuration chosen
+                    if details is not None and (d := details(p)):
+                        row["details"] = d
                 except torch.OutOfMemoryError as e:
                     row.update(status="oom", reason=str(e).splitlines()[0])
                 except Exception as e:  # recorded, and the sweep goes on
