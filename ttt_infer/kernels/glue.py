@@ -19,6 +19,7 @@ import math
 import torch
 
 from . import KernelsUnavailable
+from .decode.tune import _num_sms
 
 try:  # Triton is optional: the package imports without it
     import triton
@@ -308,7 +309,7 @@ class TritonGlue:
         x, weight, bias = x.contiguous(), weight.contiguous(), bias.reshape(nh).contiguous()
         out = torch.empty(B, nh, T, device=x.device, dtype=torch.float32)
         M, BN = B * T, max(16, triton.next_power_of_2(nh))
-        BM = 64 if M >= 64 * 132 else 16  # enough programs for every SM
+        BM = 64 if M >= 64 * _num_sms(x.device) else 16  # enough programs for every SM
         exact16 = x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
         _lr_gate_kernel[(triton.cdiv(M, BM),)](x, weight, bias, out, M, T, nh, float(scale), C=C,
                                                BM=BM, BK=128, BN=BN, EXACT16=exact16, num_warps=4)  # fmt: skip
