@@ -250,6 +250,67 @@ __device__ inline float group_sum(float v) {
   return v;
 }
 
+// The inner LayerNorm over one row of F features held by G lanes, NPL features a lane: centres x in place
+// and returns rstd = 1/sqrt(var + eps); the lane's part of the mean is a tree sum for 8 features.
+template <int G, int NPL>
+__device__ inline float ln_center(float *x) {
+  float part;
+  if constexpr (NPL == 8) {
+    part = sum8(x);
+  } else {
+    part = 0.f;
+#pragma unroll
+    for (int e = 0; e < NPL; e++) part += x[e];
+  }
+  const float mean = group_sum<G>(part) * (1.f / F);
+  float sq = 0.f;
+#pragma unroll
+  for (int e = 0; e < NPL; e++) {
+    x[e] -= mean;
+    sq += x[e] * x[e];
+  }
+  return rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
+}
+
+// The L2 loss backward through that LayerNorm: x (centred) becomes xh = x rstd in place, and
+// g = d/dz 1/2 ||lw xh + lb - (v - k)||^2 (MATH.md's inner-loop gradient).
+template <int G, int NPL>
+__device__ inline void ln_l2_bwd(float *x, float rstd, const float *kk, const float *vv, const float *lw,
+                                 const float *lb, float *g) {
+  float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+  for (int e = 0; e < NPL; e++) {
+    x[e] *= rstd;                                              // xh
+    g[e] = lw[e] * (lw[e] * x[e] + lb[e] - (vv[e] - kk[e]));  // gh
+    s1 += g[e];
+    s2 += g[e] * x[e];
+  }
+  s1 = group_sum<G>(s1);
+  s2 = group_sum<G>(s2);
+#pragma unroll
+  for (int e = 0; e < NPL; e++) g[e] = (F * g[e] - s1 - x[e] * s2) * (rstd * (1.f / F));
+}
+
+// Gradient rows outside the prompt: before it (t < 0) the row kept from the previous call, after it none.
+template <int NPL>
+__device__ inline void outside_rows(float *g, int t, int T, const float *kept) {
+  if (t < 0) {
+#pragma unroll
+    for (int e = 0; e < NPL; e++) g[e] = kept[e];
+  }
+  if (t >= T) {
+#pragma unroll
+    for (int e = 0; e < NPL; e++) g[e] = 0.f;
+  }
+}
+
+// The output row q + LN(z): z (centred by ln_center) becomes q + lw z rstd + lb in place.
+template <int NPL>
+__device__ inline void ln_out(float *z, float rstd, const float *qq, const float *lw, const float *lb) {
+#pragma unroll
+  for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
+}
+
 // N consecutive 16-bit values -> float, and back (N even).
 template <typename TT, int N>
 __device__ inline void ld_f(float *dst, const TT *src) {

@@ -210,27 +210,10 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_wgmma_kernel(const 
       for (int e = 0; e < NPL; e++) z[e] = s.z[i * PZ + fb + e];
       ld_f<TT, NPL>(kk, at(s.k[slot], i, fb));
       ld_f<TT, NPL>(vv, at(s.v[slot], i, fb));
-      const float mean = group_sum<G>(sum8(z)) * (1.f / F);
-      float sq = 0.f;
-#pragma unroll
-      for (int e = 0; e < NPL; e++) {
-        z[e] -= mean;
-        sq += z[e] * z[e];
-      }
-      const float rstd = rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
-      float s1 = 0.f, s2 = 0.f;
-#pragma unroll
-      for (int e = 0; e < NPL; e++) {
-        z[e] *= rstd;  // xh
-        g[e] = lw[e] * (lw[e] * z[e] + lb[e] - (vv[e] - kk[e]));  // gh
-        s1 += g[e];
-        s2 += g[e] * z[e];
-      }
-      s1 = group_sum<G>(s1);
-      s2 = group_sum<G>(s2);
-#pragma unroll
-      for (int e = 0; e < NPL; e++) g[e] = (F * g[e] - s1 - z[e] * s2) * (rstd * (1.f / F));
-      if (seg == 0 || seg == nseg - 1) {  // rows outside [0, T) exist only at the ends
+      const float rstd = ln_center<G, NPL>(z);
+      ln_l2_bwd<G, NPL>(z, rstd, kk, vv, lw, lb, g);
+      // rows outside [0, T) exist only at the ends
+      if (seg == 0 || seg == nseg - 1) {
         if (t < 0) {
 #pragma unroll
           for (int e = 0; e < NPL; e++) g[e] = gg_rows[i * F + fb + e];
@@ -291,16 +274,8 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_wgmma_kernel(const 
 #pragma unroll
       for (int e = 0; e < NPL; e++) z[e] = s.zb[i * PZ + fb + e];
       ld_f<TT, NPL>(qq, at(s.q[slot], i, fb));
-      const float mean = group_sum<G>(sum8(z)) * (1.f / F);
-      float sq = 0.f;
-#pragma unroll
-      for (int e = 0; e < NPL; e++) {
-        z[e] -= mean;
-        sq += z[e] * z[e];
-      }
-      const float rstd = rsqrt_ln(group_sum<G>(sq) * (1.f / F) + LN_EPS);
-#pragma unroll
-      for (int e = 0; e < NPL; e++) z[e] = qq[e] + lw[e] * z[e] * rstd + lb[e];
+      const float rstd = ln_center<G, NPL>(z);
+      ln_out<NPL>(z, rstd, qq, lw, lb);
       const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
       if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = o;
     }

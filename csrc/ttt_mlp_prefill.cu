@@ -45,21 +45,10 @@ struct MlpSmem {
   float tau[MB];
 };
 
-// Per-row LayerNorm statistics over a row held by LPR lanes, NPL features each; x is centred and
-// scaled in place (x -> xh); returns rstd.
+// Per-row LayerNorm over a row held by LPR lanes, NPL features each: x -> xh in place; returns rstd.
 template <int LPR, int NPL>
 __device__ inline float ln_normalize(float *x) {
-  float sum = 0.f;
-#pragma unroll
-  for (int e = 0; e < NPL; e++) sum += x[e];
-  const float mean = group_sum<LPR>(sum) * (1.f / F);
-  float sq = 0.f;
-#pragma unroll
-  for (int e = 0; e < NPL; e++) {
-    x[e] -= mean;
-    sq += x[e] * x[e];
-  }
-  const float rstd = rsqrt_ln(group_sum<LPR>(sq) * (1.f / F) + LN_EPS);
+  const float rstd = ln_center<LPR, NPL>(x);
 #pragma unroll
   for (int e = 0; e < NPL; e++) x[e] *= rstd;
   return rstd;
