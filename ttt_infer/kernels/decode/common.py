@@ -90,3 +90,15 @@ if triton is not None:
         zc = z - mu
         rstd = 1.0 / tl.sqrt(tl.sum(zc * zc, axis=1, keep_dims=True) / N + eps)
         return w * (zc * rstd) + b
+
+    @triton.jit
+    def _token_inputs(q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F: tl.constexpr):
+        """This token's q, k, v (fp32), lr, the head's inner LayerNorm weight and bias, and tau_p."""
+        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
+        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        lr = tl.load(lr_ptr + pid)
+        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
+        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
+        tau = tl.load(tau_ptr + p)
+        return q, k, v, lr, lnw, lnb, tau

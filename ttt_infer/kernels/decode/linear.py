@@ -3,7 +3,7 @@ program), v3 (smaller register footprint), ps (persistent grid pipelining the ne
 
 from __future__ import annotations
 
-from .common import _ln_fwd, _ln_fwd_rows, _ln_l2_bwd, _ln_l2_bwd_rows, tl, triton
+from .common import _ln_fwd, _ln_fwd_rows, _ln_l2_bwd, _ln_l2_bwd_rows, _token_inputs, tl, triton
 
 if triton is not None:
 
@@ -28,13 +28,9 @@ if triton is not None:
         Kr = tl.load(K_ptr + rows, mask=prev[:, None], other=0.0)  # [MB, F]
         Gr = tl.load(G_ptr + rows, mask=prev[:, None], other=0.0)
         LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
-        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
-        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
-        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
-        lr = tl.load(lr_ptr + pid)
-        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
-        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
-        tau = tl.load(tau_ptr + p)
+        q, k, v, lr, lnw, lnb, tau = _token_inputs(
+            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F
+        )
 
         # gradient of this token at the mini-batch's starting weights; q's product shares the W read
         zk = tl.sum(k[:, None] * W, axis=0) + b

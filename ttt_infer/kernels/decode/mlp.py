@@ -3,7 +3,7 @@ chunks pipelined, W1 read once)."""
 
 from __future__ import annotations
 
-from .common import _gelu, _gelu_bwd, _ln_fwd, _ln_l2_bwd, tl, triton
+from .common import _gelu, _gelu_bwd, _ln_fwd, _ln_l2_bwd, _token_inputs, tl, triton
 
 if triton is not None:
 
@@ -25,13 +25,9 @@ if triton is not None:
         b1 = tl.load(b1_ptr + pid * H + ho)
         W2 = tl.load(W2_ptr + pid * H * F + ho[:, None] * F + fo[None, :])  # [H, F]
         b2 = tl.load(b2_ptr + pid * F + fo)
-        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
-        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
-        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
-        lr = tl.load(lr_ptr + pid)
-        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
-        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
-        tau = tl.load(tau_ptr + p)
+        q, k, v, lr, lnw, lnb, tau = _token_inputs(
+            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F
+        )
         prev = ro < p
         rows_f = pid * MB * F + ro[:, None] * F + fo[None, :]
         rows_h = pid * MB * H + ro[:, None] * H + ho[None, :]
@@ -100,13 +96,9 @@ if triton is not None:
         prev = ro < p
         cur = ro == p
 
-        q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
-        k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
-        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
-        lr = tl.load(lr_ptr + pid)
-        lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
-        lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
-        tau = tl.load(tau_ptr + p)
+        q, k, v, lr, lnw, lnb, tau = _token_inputs(
+            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F
+        )
         b2 = tl.load(b2_ptr + pid * F + fo)
         rows_f = pid * MB * F + ro[:, None] * F + fo[None, :]
         Kr = tl.load(K_ptr + rows_f, mask=prev[:, None], other=0.0)
