@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", default="16x2048,16x8192,16x32768,1x32768")
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--no-fla", action="store_true")
+    p.add_argument("--no-wgmma", action="store_true", help="do not time the opt-in Hopper wgmma kernel")
     p.add_argument("--label", default="", help="kernel version label stored with every point")
     p.add_argument("--ref-max-tokens", type=int, default=16 * 2048, help="time the PyTorch reference up to B*T")
     args = p.parse_args(argv)
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
                 runs = (
                     [("tk", None, "default")] if kind == "linear" else [("tk", 8, "default"), ("tk-16w", 16, "default")]
                 )
-                if kind == "linear" and prefill.wgmma_available():
+                if kind == "linear" and not args.no_wgmma and prefill.wgmma_available():
                     runs.append(("tk-wgmma", None, "wgmma"))  # the opt-in Hopper kernel, beside the default
                 for impl, warps, kimpl in runs:
                     try:
