@@ -1,6 +1,7 @@
 """The benchmark's logic on the CPU: grid, limits, sweep records, resume, failures, figures, CLI."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -98,6 +99,7 @@ def test_sweep_records_every_point_and_resumes(tmp_path):
     for r in ok:
         assert r["ms"] > 0 and r["tokens_per_s"] > 0 and r["implementation"] and r["params"] > 0
         assert r["ceilings"]["copy_tb_s"] == pytest.approx(0.1) and "env" in r
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["time_utc"]) for r in rows)  # when measured
     ttt_dec = next(r for r in ok if r["kind"] == "decode" and r["model"] == "ttt-linear")
     assert 0 < ttt_dec["fraction_of_limit"] == ttt_dec["decode_fraction_of_limit"]
     assert "details" not in ttt_dec  # the reference backend on the CPU chose no kernel configuration
@@ -299,5 +301,7 @@ def test_cli_dry_run_on_cpu(tmp_path, capsys, monkeypatch):
         )
         == 0
     )
-    assert "prefill|ttt-linear|reference|fp32|B1|T16|G0" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "prefill|ttt-linear|reference|fp32|B1|T16|G0" in printed
+    assert re.search(r"sweep: 3 points measured in \d+ s \(0 already in ", printed)
     assert (tmp_path / "bench.md").exists() and len(sweep.read_results(out)) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from pathlib import Path
 
 from .models import MODELS
@@ -106,7 +107,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if ceilings:
         c = ceilings.as_dict()
         print(f"ceilings: copy {c['copy_tb_s']:.2f} TB/s, bf16 matmul {c['matmul_tflop_s']:.0f} TFLOP/s")
-    run_sweep(points, out, spec, args.device, args.repeats, args.num_layers, ceilings, env, not args.no_progress)
+    t0 = time.perf_counter()
+    new = run_sweep(points, out, spec, args.device, args.repeats, args.num_layers, ceilings, env, not args.no_progress)
+    took = time.perf_counter() - t0
+    print(f"sweep: {len(new)} points measured in {took:.0f} s ({len(points) - len(new)} already in {out})")
     rows = read_results(out)
     print(summary_table(rows))
     if args.figures:

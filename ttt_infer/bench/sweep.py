@@ -279,6 +279,8 @@ def run_sweep(
                 finally:
                     if device.startswith("cuda"):
                         torch.cuda.empty_cache()
+            # when it was measured: the first and last rows give the sweep's duration
+            row["time_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             append(out, row)
             rows.append(row)
             bar.update(1)
