@@ -78,7 +78,7 @@ sweep)
     > "$W/bench.log" 2>&1
   done_step "bench sweep"
   if [ $(( $(date +%s) - T0 )) -gt 450 ]; then grep -E "^\S+\|" "$W/bench.log" | head -80; exit 0; fi  # no time for the extras
-  timeout "${BASE_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
+  timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
     > "$W/baselines_tests.log" 2>&1
   done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
   # where the full model's prefill time goes now: each glue kernel against its floor, one layer's profile
