@@ -78,6 +78,9 @@ def main() -> int:
     ap.add_argument("--dtype", choices=list(DTYPES), default="fp16")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--out", help="append one JSON line per kernel (stamped with the environment)")
+    ap.add_argument("--conv-tiles", default="",
+                    help="also time the two convolutions with these program tiles, e.g. 16x256x4,32x256x8 "
+                         "(times x channels x warps)")  # fmt: skip
     args = ap.parse_args()
     from ttt_infer.bench.limits import measure_copy_bandwidth
     from ttt_infer.env import collect_env
@@ -88,6 +91,7 @@ def main() -> int:
     bw = measure_copy_bandwidth() if dev == "cuda" else None
     env = collect_env()
     glue = TritonGlue()
+    tiles = [tuple(int(v) for v in t.split("x")) for t in args.conv_tiles.split(",") if t]
     rows = []
     with torch.no_grad():
         for name, nbytes, fn in cases(args.batch, args.seq, args.hidden, args.heads, args.intermediate, dt, dev):
@@ -96,15 +100,21 @@ def main() -> int:
             row = dict(kernel=name, B=args.batch, T=args.seq, C=args.hidden, dtype=args.dtype, bytes=nbytes,
                        triton_ms=ms_k, torch_ms=ms_t, floor_ms=nbytes / bw * 1e3 if bw else None)  # fmt: skip
             rows.append(row)
-            if args.out:
-                with open(args.out, "a") as fh:
+            for tile in tiles if "conv" in name else ():
+                g = TritonGlue(conv_tile=tile)
+                ms = timer(lambda fn=fn, g=g: fn(g), args.reps)
+                rows.append({**row, "kernel": f"{name} {'x'.join(map(str, tile))}", "triton_ms": ms, "conv_tile": tile})
+        if args.out:
+            with open(args.out, "a") as fh:
+                for row in rows:
                     fh.write(json.dumps({**row, "copy_tb_s": bw / 1e12 if bw else None, "env": env}) + "\n")
     print(f"glue kernels, B={args.batch} T={args.seq} C={args.hidden} {args.dtype} on {env.get('gpu') or 'CPU'}")
-    print(f"{'kernel':22} {'triton ms':>10} {'torch ms':>10} {'floor ms':>9} {'of floor':>8}")
+    print(f"conv tiles: default {'x'.join(map(str, glue.conv_tile))} (times x channels x warps)")
+    print(f"{'kernel':32} {'triton ms':>10} {'torch ms':>10} {'floor ms':>9} {'of floor':>8}")
     for r in rows:
         frac = f"{r['floor_ms'] / r['triton_ms']:.2f}" if r["floor_ms"] else "-"
         floor = f"{r['floor_ms']:.3f}" if r["floor_ms"] else "-"
-        print(f"{r['kernel']:22} {r['triton_ms']:10.3f} {r['torch_ms']:10.3f} {floor:>9} {frac:>8}")
+        print(f"{r['kernel']:32} {r['triton_ms']:10.3f} {r['torch_ms']:10.3f} {floor:>9} {frac:>8}")
     return 0
 
 

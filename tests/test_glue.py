@@ -95,6 +95,29 @@ def test_qk_conv_rope(dtype, T, start, nh, C):
     assert torch.equal(h_k, h_ref)
 
 
+@pytest.mark.parametrize("tile, nh, C", [((32, 128, 8), 8, 512), ((8, 32, 2), 4, 96), ((64, 2, 1), 4, 96)])
+def test_conv_tiles(tile, nh, C):
+    """Other program tiles (times, channels, warps) of the convolutions give the reference's results: tiles
+    narrower than a head, wider than T, a single channel pair."""
+    glue, dtype, B, T = TritonGlue(conv_tile=tile), torch.float16, 2, 37
+    x, res = rnd(B, T, C, dtype=dtype, seed=5), rnd(B, T, C, dtype=dtype, seed=6)
+    cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
+    h0 = rnd(B, C, 3, dtype=dtype, seed=9)
+    h_ref, h_k = h0.clone(), h0.clone()
+    want = TORCH_GLUE.causal_conv(x, cq, h_ref, residual=res)
+    assert rel_err(glue.causal_conv(x, cq, h_k, residual=res), want) < 2e-3
+    pos = torch.tensor([7], device=DEV)
+    got = glue.qk_conv_rope(x, cq, ck, h_k, pos, nh, 10000.0, 16)
+    want = TORCH_GLUE.qk_conv_rope(x, cq, ck, h_ref, pos, nh, 10000.0, 16)
+    assert all(rel_err(g, w) < 2e-3 for g, w in zip(got, want, strict=True))
+    assert torch.equal(h_k, h_ref)
+
+
+def test_conv_tile_must_be_powers_of_two():
+    with pytest.raises(ValueError, match="powers of two"):
+        TritonGlue(conv_tile=(16, 96, 4))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("w_like_x", [False, True])
 def test_lr_gate(dtype, w_like_x):

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from ..layers import rope_rotation
 from . import KernelsUnavailable
 from .decode.tune import _num_sms
 
@@ -71,17 +72,21 @@ if triton is not None:
         return from_x.to(tl.float32) + from_h.to(tl.float32)
 
     @triton.jit
-    def _conv_store(Y, y, b, t, tmask, c, cmask, pos0, T, C, NH, log2_theta,
-                    BT: tl.constexpr, BC: tl.constexpr, F: tl.constexpr, MB: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
-        """Store y [BT, BC] (already rounded to Y's dtype): plain [B, T, C], or with RoPE at position
-        (pos0 + t) mod MB on the interleaved pairs (2i, 2i+1) into the head layout [B, NH, T, F]."""
+    def _rope_factors(TAB, pos0, t, c, BT: tl.constexpr, BC: tl.constexpr, F: tl.constexpr, MB: tl.constexpr):
+        """cos and sin [BT, BC/2] of the RoPE angle at position (pos0 + t) mod MB for the pairs of channels c,
+        gathered from the table [MB, F/2, 2] (fp32; the reference's own rotation factors)."""
+        pair = tl.reshape(c % F, (BC // 2, 2)).min(axis=1) // 2  # pair index inside the head
+        off = (((pos0 + t) % MB)[:, None] * (F // 2) + pair[None, :]) * 2
+        return tl.load(TAB + off), tl.load(TAB + off + 1)
+
+    @triton.jit
+    def _conv_store(Y, y, b, t, tmask, c, cmask, T, C, NH, cs, sn,
+                    BT: tl.constexpr, BC: tl.constexpr, F: tl.constexpr, ROPE: tl.constexpr):  # fmt: skip
+        """Store y [BT, BC] (already rounded to Y's dtype): plain [B, T, C], or rotated by (cs, sn) on the
+        interleaved pairs (2i, 2i+1) into the head layout [B, NH, T, F]."""
         m = tmask[:, None] & cmask[None, :]
         if ROPE:
             e, o = tl.split(tl.reshape(y.to(tl.float32), (BT, BC // 2, 2)))  # the pairs (x_2i, x_2i+1)
-            d = (c % F).to(tl.float32)  # feature index inside the head
-            inv_freq = tl.exp2(-(tl.reshape(d, (BC // 2, 2)).min(axis=1) / F) * log2_theta)  # theta^(-2i/F)
-            ang = ((pos0 + t) % MB).to(tl.float32)[:, None] * inv_freq[None, :]
-            cs, sn = tl.cos(ang), tl.sin(ang)
             dt = Y.dtype.element_ty
             rot = tl.reshape(tl.join((e * cs - o * sn).to(dt), (e * sn + o * cs).to(dt)), (BT, BC))
             off = (
@@ -92,8 +97,8 @@ if triton is not None:
             tl.store(Y + b * T * C + t[:, None].to(tl.int64) * C + c[None, :], y, mask=m)
 
     @triton.jit
-    def _conv_kernel(X, HIST, W1, B1, W2, B2, RES, Y1, Y2, POS,
-                     T, C, sxb, sxt, NH, log2_theta,
+    def _conv_kernel(X, HIST, W1, B1, W2, B2, RES, Y1, Y2, POS, TAB,
+                     T, C, sxb, sxt, NH,
                      KS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, TWO: tl.constexpr,
                      HAS_RES: tl.constexpr, ROPE: tl.constexpr, F: tl.constexpr, MB: tl.constexpr,
                      UPDATE_HIST: tl.constexpr, KSP: tl.constexpr):  # fmt: skip
@@ -120,12 +125,14 @@ if triton is not None:
             r = tl.load(RES + b * T * C + t[:, None].to(tl.int64) * C + c[None, :],
                         mask=tmask[:, None] & cmask[None, :], other=0.0)  # fmt: skip
             y1 = (r.to(tl.float32) + y1.to(tl.float32)).to(dt)
-        pos0 = 0
-        if ROPE:
-            pos0 = tl.load(POS)
-        _conv_store(Y1, y1, b, t, tmask, c, cmask, pos0, T, C, NH, log2_theta, BT, BC, F, MB, ROPE)
+        if ROPE:  # one rotation for both outputs
+            cs, sn = _rope_factors(TAB, tl.load(POS), t, c, BT, BC, F, MB)
+        else:
+            cs = tl.zeros([BT, BC // 2], tl.float32)
+            sn = cs
+        _conv_store(Y1, y1, b, t, tmask, c, cmask, T, C, NH, cs, sn, BT, BC, F, ROPE)
         if TWO:
-            _conv_store(Y2, a2.to(dt), b, t, tmask, c, cmask, pos0, T, C, NH, log2_theta, BT, BC, F, MB, ROPE)
+            _conv_store(Y2, a2.to(dt), b, t, tmask, c, cmask, T, C, NH, cs, sn, BT, BC, F, ROPE)
         if UPDATE_HIST:  # the only program along T: it alone reads and writes these channels' history
             i = tl.arange(0, KSP)
             s = T - (KS - 1) + i  # the new history: inputs T-(KS-1) .. T-1, from x or the old history
@@ -233,8 +240,25 @@ class TritonGlue:
 
     name = "triton"
 
-    def __init__(self) -> None:
+    def __init__(self, conv_tile: tuple[int, int, int] = (16, 256, 4)) -> None:
+        """conv_tile: (times, channels, warps) of one program of the causal convolutions (powers of two)."""
         check_available()
+        if any(v < 1 or v & (v - 1) for v in conv_tile) or conv_tile[1] < 2:
+            raise ValueError(f"conv_tile must be three powers of two (channels >= 2), got {conv_tile}")
+        self.conv_tile = tuple(conv_tile)
+        self._rope_tables: dict[tuple, torch.Tensor] = {}
+
+    def _rope_table(self, device: torch.device, f: int, theta: float, mb: int) -> torch.Tensor:
+        """[mb, f/2, 2] fp32 (cos, sin) at positions 0..mb-1: the reference's rotation factors, made once per
+        device and shape (during CUDA-graph capture an uncached table is recorded into the graph instead)."""
+        key = (device, f, float(theta), mb)
+        tab = self._rope_tables.get(key)
+        if tab is None:
+            pos = torch.arange(mb, device=device)
+            tab = torch.view_as_real(rope_rotation(pos, f, theta, torch.float32)).contiguous()
+            if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+                self._rope_tables[key] = tab
+        return tab
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         _check_act("rms_norm", "x", x)
@@ -284,16 +308,18 @@ class TritonGlue:
         else:
             position, nh, theta, mb, f = torch.zeros(1, dtype=torch.int64, device=x.device), 1, 1.0, 1, 2
             shape = (B, T, C)
+        table = self._rope_table(x.device, f, theta, mb) if rope is not None else position  # (unused without RoPE)
         y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
         y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
-        BT, BC = min(16, triton.next_power_of_2(T)), 256 if C >= 256 else triton.next_power_of_2(C)
+        bt, bc, warps = self.conv_tile
+        BT, BC = min(bt, triton.next_power_of_2(T)), min(bc, triton.next_power_of_2(C))
         grid = (triton.cdiv(T, BT), B, triton.cdiv(C, BC))
         single = grid[0] == 1
         _conv_kernel[grid](
-            x, history, w1, b1, w2, b2, residual if residual is not None else x, y1, y2, position,
-            T, C, x.stride(0), x.stride(1), nh, math.log2(theta),
+            x, history, w1, b1, w2, b2, residual if residual is not None else x, y1, y2, position, table,
+            T, C, x.stride(0), x.stride(1), nh,
             KS=ks, BT=BT, BC=BC, TWO=len(convs) == 2, HAS_RES=residual is not None, ROPE=rope is not None,
-            F=f, MB=mb, UPDATE_HIST=single, KSP=triton.next_power_of_2(ks - 1), num_warps=4,
+            F=f, MB=mb, UPDATE_HIST=single, KSP=triton.next_power_of_2(ks - 1), num_warps=warps,
         )  # fmt: skip
         if not single:
             _push_history_kernel[(B, triton.cdiv(C, 256))](x, history, T, C, x.stride(0), x.stride(1), KS=ks, BC=256)
