@@ -9,6 +9,7 @@
 #                decode benchmark (TTT-layer step alone, full model)
 #   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests,
 #                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
+#   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles), the baseline GPU tests
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -31,11 +32,13 @@ python3 -m ttt_infer.cli env > "$W/env.txt" 2>&1
 MODE="${MODE:-check}"
 
 # the extension (ninja: a no-op on a warm machine that built it already); sm80 only for the tests
-python3 -m ttt_infer.kernels.build > "$W/build_native.log" 2>&1 &
-if [ "$MODE" = check ]; then python3 -m ttt_infer.kernels.build --variant sm80 > "$W/build_sm80.log" 2>&1 & fi
-wait
-python3 -c "from ttt_infer.kernels import prefill; prefill.check_available()"
-done_step build || exit 1  # without the extension the prefill tests would only skip and the bench skip TTT
+if [ "$MODE" != glue ]; then  # the glue mode needs Triton only
+  python3 -m ttt_infer.kernels.build > "$W/build_native.log" 2>&1 &
+  if [ "$MODE" = check ]; then python3 -m ttt_infer.kernels.build --variant sm80 > "$W/build_sm80.log" 2>&1 & fi
+  wait
+  python3 -c "from ttt_infer.kernels import prefill; prefill.check_available()"
+  done_step build || exit 1  # without the extension the prefill tests would only skip and the bench skip TTT
+fi
 
 case "$MODE" in
 check)
@@ -88,5 +91,17 @@ sweep)
   done_step profile
   grep -E "^\S+\|" "$W/bench.log" | head -80
   ;;
-*) echo "MODE must be check, verify or sweep, got $MODE"; exit 2 ;;
+glue)
+  # the fused glue kernels on the GPU (tests, then each against its floor incl. other conv tiles), the baselines
+  timeout "${GLUE_TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py \
+    > "$W/glue_tests.log" 2>&1
+  done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
+  timeout "${GLUE_S:-80}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" \
+    --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" > "$W/glue.log" 2>&1
+  done_step "glue bench"; cat "$W/glue.log"
+  timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
+    > "$W/baselines_tests.log" 2>&1
+  done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  ;;
+*) echo "MODE must be check, verify, sweep or glue, got $MODE"; exit 2 ;;
 esac
