@@ -8,6 +8,17 @@ from .common import _ln_fwd, _ln_fwd_rows, _ln_l2_bwd, _ln_l2_bwd_rows, _token_i
 if triton is not None:
 
     @triton.jit
+    def _with_row_and_output(Kr, Gr, LRr, k, g, lr, cur, q, zq, tau, lnw, lnb, eps, F: tl.constexpr):
+        """The mini-batch's rows with this token's put in at row p (cur), and the token's output by the dual
+        form: q W_p + b_p = q W + b - tau_p sum_{j<=p} lr_j (q.k_j + 1) g_j (rows j > p have lr 0)."""
+        Kr = tl.where(cur[:, None], k[None, :], Kr)
+        Gr = tl.where(cur[:, None], g[None, :], Gr)
+        LRr = tl.where(cur, lr, LRr)
+        a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
+        zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
+        return Kr, Gr, LRr, q + _ln_fwd(zbar, lnw, lnb, eps, F)
+
+    @triton.jit
     def _ttt_linear_decode(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
@@ -40,14 +51,7 @@ if triton is not None:
         tl.store(G_ptr + pid * MB * F + p * F + fo, g)
         tl.store(LR_ptr + pid * MB + p, lr)
 
-        cur = ro == p
-        Kr = tl.where(cur[:, None], k[None, :], Kr)
-        Gr = tl.where(cur[:, None], g[None, :], Gr)
-        LRr = tl.where(cur, lr, LRr)
-        # q W_p + b_p = q W + b - tau_p sum_{j<=p} lr_j (q.k_j + 1) g_j  (rows j > p have lr 0)
-        a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
-        zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
-        out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+        Kr, Gr, LRr, out = _with_row_and_output(Kr, Gr, LRr, k, g, lr, ro == p, q, zq, tau, lnw, lnb, eps, F)
         tl.store(out_ptr + pid * F + fo, out)
 
         if p == MB - 1:  # end of the mini-batch: W_b becomes the next mini-batch's W
@@ -168,13 +172,7 @@ if triton is not None:
         tl.store(Gb + p * F + fo, g)
         tl.store(LR_ptr + pid * MB + p, lr)
 
-        cur = ro == p
-        Kr = tl.where(cur[:, None], k[None, :], Kr)
-        Gr = tl.where(cur[:, None], g[None, :], Gr)
-        LRr = tl.where(cur, lr, LRr)
-        a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
-        zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
-        out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+        Kr, Gr, LRr, out = _with_row_and_output(Kr, Gr, LRr, k, g, lr, ro == p, q, zq, tau, lnw, lnb, eps, F)
         tl.store(out_ptr + pid * F + fo, out)
 
         if p == MB - 1:  # W_b = W - (tau lr K)^T G, in blocks of RC rows of W
@@ -237,12 +235,7 @@ if triton is not None:
             tl.store(Kb + p * F + fo, k, mask=ok)
             tl.store(Gb + p * F + fo, g, mask=ok)
             tl.store(LR_ptr + pid * MB + p, lr, mask=ok)
-            Kr = tl.where(cur[:, None], k[None, :], Kr)
-            Gr = tl.where(cur[:, None], g[None, :], Gr)
-            LRr = tl.where(cur, lr, LRr)
-            a = LRr * (tl.sum(Kr * q[None, :], axis=1) + 1.0)
-            zbar = zq - tau * tl.sum(a[:, None] * Gr, axis=0)
-            out = q + _ln_fwd(zbar, lnw, lnb, eps, F)
+            Kr, Gr, LRr, out = _with_row_and_output(Kr, Gr, LRr, k, g, lr, cur, q, zq, tau, lnw, lnb, eps, F)
             tl.store(out_ptr + pid * F + fo, out, mask=ok)
 
         if p == MB - 1:  # a second loop (an scf.if in the first would stop its pipelining): W rereads
