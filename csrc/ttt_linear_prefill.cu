@@ -1,17 +1,26 @@
 // TTT-Linear prefill: the whole dual-form scan over a prompt, one CTA (4 warps) per (batch, head).
 //
-// Layout (f = 64, mini-batch b = 16):
-//   warp w owns columns s = 16w..16w+15 of W (state kept on chip as Wt_w = W[:, s]^T, a 16x64 fp32
-//   register tile, for the whole prompt) and rows 4w..4w+3 of every mini-batch for the row-wise work
-//   (LayerNorm forward/backward, output). Inputs stream through a 4-stage cp.async ring in shared
-//   memory; per mini-batch the warps meet at 3 block barriers:
-//                   | 1: Z = K W, Zq = Q W, A = Q K^T (tensor cores)            -> smem Z
-//   B1              | 2: rows (8 lanes a row): G = LN-L2 backward of Z             -> smem G (fp32, 16-bit)
-//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G                         -> smem Zbar
-//   B3 (+ next in)  | 4: rows: out = q + LN(Zbar); 5: W -= (c K)^T G; b -= c . G (full mini-batches)
-// (v3: the inputs of the next mini-batch are waited for before B3, so a step has 3 barriers, not 4.)
-// (v2: the row phases run 4 rows a warp at once, 8 lanes a row; b lives with the column warps and the
-//  b_bar term rides in the (eta*(A+1)) G product, so phase 4 has no loop over the mini-batch.)
+// v4 layout (f = 64, mini-batch b = 16): warp w owns columns s = 16w..16w+15 of everything, end to end:
+// W[:, s] as Wt_w = W[:, s]^T (a 16x64 fp32 register tile for the whole prompt), and Z, G, Zbar and the
+// output restricted to those columns, all kept in the m16n8 accumulator layout of the tensor-core
+// products (lane l: rows l/4 and l/4 + 8, columns s0 + 2 (l%4) + {0, 1, 8, 9}). The row-wise work (the
+// inner LayerNorm forward/backward and the output LayerNorm) runs on those registers: the 4 lanes of a
+// quad hold a row's 16 values of this warp, and the per-row sums over the 64 features are completed
+// through a small shared-memory exchange of per-warp partials (16 rows x 4 warps x float2) at the three
+// block barriers a step already had:
+//   1: Z = K W + b, Zq = Q W + b, A = Q K^T (tensor cores); Z's per-warp row partials (sum, centred M2)
+//   B1 (Z partials)                 | 2: mean/rstd of Z; gh; per-warp partials of sum(gh), sum(gh xh)
+//   B2 (gh partials)                | 3: G; Zbar = Zq - (eta*(tril(A)+1)) G (G as the B operand via
+//                                   |    movmatrix); Zbar's per-warp row partials
+//   B3 (Zbar partials, next input)  | 4: out = q + LN(Zbar) for this warp's columns;
+//                                   | 5: W -= (c K)^T G, b -= c . G (full mini-batches; cG as the A operand
+//                                   |    via movmatrix)
+// v3 moved Z, Zbar and G through shared memory in fp32 (and G again in 16 bits) between the column-split
+// products and a row-split layout (8 lanes a row); v4 never leaves the accumulator layout, so those
+// round trips (~8 KB of shared-memory traffic a warp a step) and their address arithmetic are gone.
+// The row statistics are combined across warps exactly (Chan et al.: each warp sends its row sum and
+// the sum of squares about its own 16-column mean; mean = sum / 64, M2 = sum M2_w + 16 sum (m_w - mean)^2),
+// so the variance is still a centred two-pass one, not E[z^2] - mean^2.
 // A prompt may start inside a mini-batch (rows 0..start-1 come from the state: k, g1, lr) and may end
 // inside one (its rows are written back to the state).
 #include "ttt_common.cuh"
@@ -19,11 +28,9 @@
 
 namespace ttt {
 
-// Input ring depth. v3: 3 block barriers a step instead of 4: the wait for segment seg+1 sits before
-// B3 of step seg, so nothing separates phase 4 of seg from phase 1 of seg+1, and the slot that the top
-// of step seg refills must not be the one a late warp still reads in phase 4 of seg-1: segment
-// seg+STAGES-2 (slot (seg-2) % STAGES) is issued there, STAGES-2 segments ahead. 4 on Hopper (4 CTAs
-// x 46.4 KB of 228 KB), 3 on Ampere (4 CTAs x 39.4 KB of the A100's 164 KB; 1 segment ahead).
+// Input ring depth (v3's timing): the wait for segment seg+1 sits before B3 of step seg, and the slot that
+// the top of step seg refills, (seg-2) % STAGES, is one no warp can still read (a warp at the top of step
+// seg has passed B3 of seg-1, so every warp has finished step seg-2). 4 on Hopper, 3 on Ampere.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int LIN_STAGES = 3;
 #else
@@ -32,20 +39,123 @@ constexpr int LIN_STAGES = 4;
 
 template <typename TT>
 struct LinearSmem {
+  // per-row, per-warp partial sums (row r, warp w at [r][w]): Z (sum, M2), gh (sum gh, sum gh xh), Zbar (sum, M2)
+  float2 red_z[MB][4], red_g[MB][4], red_b[MB][4];
   TT q[LIN_STAGES][MB * PB], k[LIN_STAGES][MB * PB], v[LIN_STAGES][MB * PB];  // input ring
   float lr[LIN_STAGES][MB];
-  float z[MB * PF];   // Z (fp32), phase 1 -> 2
-  float zb[MB * PF];  // Zbar (fp32), phase 3 -> 4 (its own buffer: phase 1 of the next step may run beside phase 4)
-  float gf[MB * PF];  // G fp32
-  TT g[MB * PB];      // G rounded to the input type
-  TT cg[MB * PB];     // -(tau_b lr_j) G_j rounded
   float tau[MB];
 };
 
+namespace lin4 {
+
+// m16n8k16 MMA, fp32 accumulate: d0 = (row g, cols 2q, 2q+1), d1 = (row g+8, same cols) of the 16x8 tile
+// (g = lane/4, q = lane%4); a = the A fragment {(g, 2q), (g+8, 2q), (g, 2q+8), (g+8, 2q+8)} (pairs along k),
+// b0 = (k = 2q, 2q+1; n = g), b1 = (k = 2q+8, 2q+9; n = g).
+template <typename TT>
+__device__ inline void mma16816(float2 &d0, float2 &d1, const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<TT, bf16>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d0.x), "+f"(d0.y), "+f"(d1.x), "+f"(d1.y)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d0.x), "+f"(d0.y), "+f"(d1.x), "+f"(d1.y)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Transpose of an 8x8 16-bit matrix held one row per 4 lanes (lane l: row l/4, cols 2(l%4), +1): afterwards
+// lane l holds elements (rows 2(l%4), 2(l%4)+1; col l/4) of the original. Not volatile (pure).
+__device__ inline uint32_t movm(uint32_t x) {
+  uint32_t y;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+// The 16x16 block at column col0 of a 16-row padded 16-bit smem tile, in accumulator order: r[k] holds the
+// pair (row g + 8 (k & 1), cols col0 + 2q + 8 (k >> 1), +1). (ldmatrix matrices: lanes 0-7 rows 0-7 cols
+// 0-7, lanes 8-15 rows 8-15 cols 0-7, lanes 16-23 rows 0-7 cols 8-15, lanes 24-31 rows 8-15 cols 8-15.)
+template <typename TT>
+__device__ inline void ld_block(uint32_t (&r)[4], const TT *smem, int col0, int lane) {
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  ldsm4(r[0], r[1], r[2], r[3], base + 2u * ((lane % 16) * PB + col0 + 8 * (lane / 16)));
+}
+
+// Element e = 2k + h of a lane's 8 values: data[k].x (h = 0) / .y (h = 1); row g + 8 ((e >> 1) & 1), column
+// slot (e >> 2) * 2 + (e & 1) (columns cq, cq + 1, cq + 8, cq + 9).
+__device__ constexpr int row_of(int e) { return (e >> 1) & 1; }
+__device__ constexpr int col_of(int e) { return 2 * (e >> 2) + (e & 1); }
+
+template <typename TT>
+__device__ inline void unpack8(float (&x)[8], const uint32_t (&r)[4]) {
+  using T2 = typename io<TT>::T2;
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    const float2 f = io<TT>::to_f2(*reinterpret_cast<const T2 *>(&r[k]));
+    x[2 * k] = f.x;
+    x[2 * k + 1] = f.y;
+  }
+}
+
+__device__ inline void to_vals(float (&x)[8], const rt_base<float, ducks::rt_layout::row> &t) {
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    x[2 * k] = t.data[k].x;
+    x[2 * k + 1] = t.data[k].y;
+  }
+}
+
+// This warp's partials of one LayerNorm's row statistics, written to red[row][w] for the lane's own row
+// ro = g + 8 (q & 1): (sum over the warp's 16 columns, sum of squares about that 16-column mean). Quad
+// sums: the row sums for both rows (all 4 lanes need both means to centre), then the squares reduced
+// "transposed" (each lane keeps one row after the first exchange: 2 shuffles for the two rows).
+__device__ inline void ln_partials(const float (&z)[8], float2 (*red)[4], int w, int lane) {
+  const bool odd = lane & 1;
+  float s0 = (z[0] + z[1]) + (z[4] + z[5]);
+  float s1 = (z[2] + z[3]) + (z[6] + z[7]);
+  s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+  s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+  s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+  s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+  float q0 = 0.f, q1 = 0.f;
+#pragma unroll
+  for (int e = 0; e < 8; e++) {
+    const float d = fmaf(row_of(e) ? s1 : s0, -1.f / 16, z[e]);
+    if (row_of(e)) q1 = fmaf(d, d, q1);
+    else q0 = fmaf(d, d, q0);
+  }
+  float keep = odd ? q1 : q0;
+  const float send = odd ? q0 : q1;
+  keep += __shfl_xor_sync(0xffffffffu, send, 1);
+  keep += __shfl_xor_sync(0xffffffffu, keep, 2);
+  red[lane / 4 + 8 * (lane & 1)][w] = make_float2(odd ? s1 : s0, keep);
+}
+
+// After the barrier: the LayerNorm of the lane's two rows from the 4 warps' partials. Each lane combines
+// its own row (ro = g + 8 (q & 1)) and gets the other from its quad partner (lane ^ 1). Returns, for row
+// r = 0 (g) and 1 (g + 8), rstd[r] and nmr[r] = -mean rstd, so that xh = z rstd + nmr.
+__device__ inline void ln_stats(const float2 (*red)[4], int lane, float (&rstd)[2], float (&nmr)[2]) {
+  const bool odd = lane & 1;
+  const float4 u = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][0]);  // S0 M0 S1 M1
+  const float4 v = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][2]);  // S2 M2 S3 M3
+  const float mean = ((u.x + u.z) + (v.x + v.z)) * (1.f / F);
+  const float d0 = fmaf(u.x, 1.f / 16, -mean), d1 = fmaf(u.z, 1.f / 16, -mean);
+  const float d2 = fmaf(v.x, 1.f / 16, -mean), d3 = fmaf(v.z, 1.f / 16, -mean);
+  const float m2 = ((u.y + u.w) + (v.y + v.w)) + 16.f * (fmaf(d0, d0, d1 * d1) + fmaf(d2, d2, d3 * d3));
+  const float r = rsqrt_ln(m2 * (1.f / F) + LN_EPS);
+  const float n = -mean * r;
+  const float ro = __shfl_xor_sync(0xffffffffu, r, 1), no = __shfl_xor_sync(0xffffffffu, n, 1);
+  rstd[0] = odd ? ro : r;
+  rstd[1] = odd ? r : ro;
+  nmr[0] = odd ? no : n;
+  nmr[1] = odd ? n : no;
+}
+
+}  // namespace lin4
+
 template <typename TT>
 __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const LinearPrefillArgs a) {
-  using IO = io<TT>;
-  using T2 = typename IO::T2;
+  using namespace lin4;
   __shared__ __align__(16) LinearSmem<TT> s;
 
   const int bh = blockIdx.x, head = bh % a.nh;
@@ -78,24 +188,27 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   // state: Wt[r][i] = W[i][16w + r]; b1 of this warp's columns in accumulator-column order
   rt_fl<16, 64> Wt;
   for_each(Wt, [&](int r, int c, float &x) { x = gW[c * F + 16 * w + r]; });
-  const int cq = 16 * w + 2 * (lane % 4);  // accumulator columns cq, cq+1 (kh=0) and cq+8, cq+9 (kh=1)
+  const int g8 = lane / 4;                 // rows g8 (data[0], data[2]) and g8 + 8 (data[1], data[3])
+  const int cq = 16 * w + 2 * (lane % 4);  // columns cq, cq+1 (data[0], data[1]) and cq+8, cq+9 (data[2], data[3])
   float2 b1v[2];
   b1v[0] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq);
   b1v[1] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq + 8);
-  // row phases: 8 lanes a row (row 4w + lane/8), 8 features a lane (fb..fb+7)
-  constexpr int NPL = 8, G = F / NPL;
-  const int ri = 4 * w + lane / G, fb = NPL * (lane % G);
-  float lw[NPL], lb[NPL];
+  // LayerNorm weights at the lane's 4 columns (slot c = col_of(e)): lw^2, -lw, lw lb, lb
+  float lw2[4], nlw[4], lwlb[4], lb[4];
 #pragma unroll
-  for (int e = 0; e < NPL; e++) {
-    lw[e] = a.ln_w[head * F + fb + e];
-    lb[e] = a.ln_b[head * F + fb + e];
+  for (int c = 0; c < 4; c++) {
+    const int col = cq + 8 * (c >> 1) + (c & 1);
+    const float wv = a.ln_w[head * F + col], bv = a.ln_b[head * F + col];
+    lw2[c] = wv * wv;
+    nlw[c] = -wv;
+    lwlb[c] = wv * bv;
+    lb[c] = bv;
   }
   if (tid < MB) s.tau[tid] = a.tau[tid];
   cp_async_wait<LIN_STAGES - 3>();  // segment 0 has landed
   __syncthreads();  // the zero fill of segment 0 is done: old rows may overwrite it
   if (start > 0) {  // rows 0..start-1 of the first mini-batch come from the state
-    for (int e = tid; e < start * F; e += 128) s.k[0][(e / F) * PB + e % F] = IO::from_f(gk_rows[e]);
+    for (int e = tid; e < start * F; e += 128) s.k[0][(e / F) * PB + e % F] = io<TT>::from_f(gk_rows[e]);
     if (tid < start) s.lr[0][tid] = glr_rows[tid];
   }
   __syncthreads();  // segment 0 (and tau) visible to all
@@ -103,12 +216,14 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   for (int seg = 0; seg < nseg; seg++) {
     const int slot = seg % LIN_STAGES;
     const bool full = (seg < nseg - 1) || (n_last == MB);
+    const int t0 = seg * MB + g8 - start;  // prompt index of row g8 (row g8 + 8: t0 + 8)
     // segment seg is in shared memory (B3 of the previous step, or the barrier before the loop)
     if (seg + LIN_STAGES - 2 < nseg) stage(seg + LIN_STAGES - 2);  // slot (seg - 2) % STAGES: free
     cp_async_commit();  // group seg + STAGES - 2 (possibly empty)
 
-    // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp)
+    // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp); Z's row partials -> B1
     rt_fl<16, 16> Zq, A;
+    float z[8];
     {
       rt<TT, 16, 64> Kr, Qr, Wb;
       load_tile(Kr, s.k[slot], 0, 0);
@@ -121,91 +236,157 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       mma_abt(Z, Kr, Wb);
       mma_abt(Zq, Qr, Wb);
       mma_abt(A, Qr, Kr);
-      store_acc(s.z, Z, 16 * w);
+      to_vals(z, Z.tiles[0][0]);
     }
+    ln_partials(z, s.red_z, w, lane);
     __syncthreads();  // B1
 
-    // ---- 2: rows: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2, 8 lanes a row
+    // ---- 2: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2 on this warp's columns
     const float taul = s.tau[MB - 1];
+    float gr[8];  // G
     {
-      const int i = ri, t = seg * MB + i - start;
-      float z[NPL], kk[NPL], vv[NPL], g[NPL];
+      float rstd[2], nmr[2];
+      ln_stats(s.red_z, lane, rstd, nmr);
+      uint32_t kr[4], vr[4];
+      ld_block(kr, s.k[slot], 16 * w, lane);
+      ld_block(vr, s.v[slot], 16 * w, lane);
+      float kk[8], vv[8];
+      unpack8<TT>(kk, kr);
+      unpack8<TT>(vv, vr);
+      float p1[2] = {0.f, 0.f}, p2[2] = {0.f, 0.f};
 #pragma unroll
-      for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
-      ld_f<TT, NPL>(kk, &s.k[slot][i * PB + fb]);
-      ld_f<TT, NPL>(vv, &s.v[slot][i * PB + fb]);
-      static_assert(NPL == 8);
-      const float rstd = ln_center<G, NPL>(z);
-      ln_l2_bwd<G, NPL>(z, rstd, kk, vv, lw, lb, g);
-      // rows outside [0, T) exist only at the ends (no shuffles here)
-      if (seg == 0 || seg == nseg - 1) outside_rows<NPL>(g, t, T, &gg_rows[i * F + fb]);
+      for (int e = 0; e < 8; e++) {
+        const int r = row_of(e), c = col_of(e);
+        const float xh = fmaf(z[e], rstd[r], nmr[r]);
+        // gh = lw (lw xh + lb - (v - k))
+        const float gh = fmaf(lw2[c], xh, fmaf(nlw[c], vv[e] - kk[e], lwlb[c]));
+        z[e] = xh;
+        gr[e] = gh;
+        p1[r] += gh;
+        p2[r] = fmaf(gh, xh, p2[r]);
+      }
+      {  // quad sums, transposed: lane keeps row q & 1
+        const bool odd = lane & 1;
+        float k1 = odd ? p1[1] : p1[0], k2 = odd ? p2[1] : p2[0];
+        const float o1 = odd ? p1[0] : p1[1], o2 = odd ? p2[0] : p2[1];
+        k1 += __shfl_xor_sync(0xffffffffu, o1, 1);
+        k2 += __shfl_xor_sync(0xffffffffu, o2, 1);
+        k1 += __shfl_xor_sync(0xffffffffu, k1, 2);
+        k2 += __shfl_xor_sync(0xffffffffu, k2, 2);
+        s.red_g[g8 + 8 * (lane & 1)][w] = make_float2(k1, k2);
+      }
+      __syncthreads();  // B2
+
+      // G = (F gh - sum gh - xh sum(gh xh)) rstd / F = gh rstd - (sum gh + xh sum(gh xh)) rstd / F
+      float n1[2], n2[2];
 #pragma unroll
-      for (int e = 0; e < NPL; e++) s.gf[i * PF + fb + e] = g[e];
-      st_f<TT, NPL>(&s.g[i * PB + fb], g);
-      const float c = -taul * s.lr[slot][i];
-      float cg[NPL];
+      for (int r = 0; r < 2; r++) {
+        const float4 u = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * r][0]);
+        const float4 v = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * r][2]);
+        const float rf = rstd[r] * (1.f / F);
+        n1[r] = -((u.x + u.z) + (v.x + v.z)) * rf;
+        n2[r] = -((u.y + u.w) + (v.y + v.w)) * rf;
+      }
 #pragma unroll
-      for (int e = 0; e < NPL; e++) cg[e] = c * g[e];
-      st_f<TT, NPL>(&s.cg[i * PB + fb], cg);
-      if (!full && t >= 0 && t < T) {  // the partial last mini-batch's rows go to the state
+      for (int e = 0; e < 8; e++) {
+        const int r = row_of(e);
+        gr[e] = fmaf(gr[e], rstd[r], fmaf(z[e], n2[r], n1[r]));
+      }
+      // rows outside [0, T) exist only at the ends: before the prompt, the row kept from the previous call
+      if (seg == 0 || seg == nseg - 1) {
 #pragma unroll
-        for (int e = 0; e < NPL; e++) {
-          gk_rows[i * F + fb + e] = kk[e];
-          gg_rows[i * F + fb + e] = g[e];
+        for (int e = 0; e < 8; e++) {
+          const int t = t0 + 8 * row_of(e);
+          if (t < 0) gr[e] = gg_rows[(g8 + 8 * row_of(e)) * F + cq + 8 * (e >> 2) + (e & 1)];
+          if (t >= T) gr[e] = 0.f;
         }
-        if (lane % G == 0) glr_rows[i] = s.lr[slot][i];
       }
-    }
-    __syncthreads();  // B2
-
-    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term)
-    {
-      rt<TT, 16, 16, ducks::rt_layout::col> Gc;
-      load_tile(Gc, s.g, 0, 16 * w);
-      eta_tril(A.tiles[0][0], s.tau, s.lr[slot], 1.f);  // A -> eta * (tril(A) + 1)
-      rt<TT, 16, 16> Mb;
-      copy(Mb, A);
-      mma_ab(Zq, Mb, Gc);
-      store_acc(s.zb, Zq, 16 * w);
-    }
-    cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
-    __syncthreads();  // B3: Zbar stored; segment seg + 1 visible to all
-
-    // ---- 4: rows: out = q + LN(Zbar). Every lane computes (the group reductions are warp-wide
-    // shuffles: a branch around them would split the warp when its 4 rows straddle T); only rows of
-    // the prompt are stored.
-    {
-      const int i = ri, t = seg * MB + i - start;
-      {
-        float z[NPL], qq[NPL];
+      if (!full) {  // the partial last mini-batch's rows go to the state
 #pragma unroll
-        for (int e = 0; e < NPL; e++) z[e] = s.zb[i * PF + fb + e];
-        ld_f<TT, NPL>(qq, &s.q[slot][i * PB + fb]);
-        const float rstd = ln_center<G, NPL>(z);
-        ln_out<NPL>(z, rstd, qq, lw, lb);
-        const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
-        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = o;
+        for (int e = 0; e < 8; e++) {
+          const int t = t0 + 8 * row_of(e);
+          const int o = (g8 + 8 * row_of(e)) * F + cq + 8 * (e >> 2) + (e & 1);
+          if (t >= 0 && t < T) {
+            gk_rows[o] = kk[e];
+            gg_rows[o] = gr[e];
+          }
+        }
+        if (w == 0 && (lane % 4) == 0) {
+          if (t0 >= 0 && t0 < T) glr_rows[g8] = s.lr[slot][g8];
+          if (t0 + 8 >= 0 && t0 + 8 < T) glr_rows[g8 + 8] = s.lr[slot][g8 + 8];
+        }
       }
     }
 
-    // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches). After B3 (v3): W and b are next used in
-    // phase 1 of the next step, and what this reads (cg, gf: rewritten in phase 2 of the next step; the
-    // k, lr slot: refilled at the top of step seg + 2) stays put until then, so the update overlaps the
-    // row phase instead of delaying B3.
+    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term); Zbar's row partials -> B3
+    {
+      uint32_t gp[4], m[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) gp[k] = pack2<TT>(gr[2 * k], gr[2 * k + 1]);
+      eta_tril(A.tiles[0][0], s.tau, s.lr[slot], 1.f);  // A -> -eta * (tril(A) + 1)
+#pragma unroll
+      for (int k = 0; k < 4; k++) m[k] = pack2<TT>(A.tiles[0][0].data[k].x, A.tiles[0][0].data[k].y);
+      // B operand (k = row j of G, n = column): the transposes of the 8x8 blocks of G; n-tile 0 = columns
+      // cq..: rows 0-7 (gp[0]) and 8-15 (gp[1]); n-tile 1 = columns cq+8..: gp[2], gp[3]
+      float2 *zq = Zq.tiles[0][0].data;
+      mma16816<TT>(zq[0], zq[1], m, movm(gp[0]), movm(gp[1]));
+      mma16816<TT>(zq[2], zq[3], m, movm(gp[2]), movm(gp[3]));
+      to_vals(z, Zq.tiles[0][0]);
+    }
+    ln_partials(z, s.red_b, w, lane);
+    cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
+    __syncthreads();  // B3: Zbar partials stored; segment seg + 1 visible to all
+
+    // ---- 4: out = q + LN(Zbar) on this warp's columns; only rows of the prompt are stored
+    {
+      float rstd[2], nmr[2];
+      ln_stats(s.red_b, lane, rstd, nmr);
+      uint32_t qr[4];
+      ld_block(qr, s.q[slot], 16 * w, lane);
+      float qq[8];
+      unpack8<TT>(qq, qr);
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        const int r = row_of(e), c = col_of(e);
+        z[e] = fmaf(-nlw[c], fmaf(z[e], rstd[r], nmr[r]), qq[e] + lb[c]);
+      }
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const int t = t0 + 8 * (k & 1);
+        if (t >= 0 && t < T)
+          *reinterpret_cast<uint32_t *>(&gout[(size_t)t * F + cq + 8 * (k >> 1)]) = pack2<TT>(z[2 * k], z[2 * k + 1]);
+      }
+    }
+
+    // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches), c_j = tau_b lr_j. After B3 (as v3): W and b
+    // are next used in phase 1 of the next step; the k, lr slot stays until the top of step seg + 2.
     if (full) {
-      rt<TT, 16, 16, ducks::rt_layout::col> CGc;
-      rt<TT, 16, 64, ducks::rt_layout::col> Kc;
-      load_tile_colA(CGc, s.cg, 0, 16 * w);
-      load_tile(Kc, s.k[slot], 0, 0);
-      mma_atb(Wt, CGc, Kc);
-      // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
-      const int r0 = lane / 4;
-      const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
+      const float c0 = -taul * s.lr[slot][g8], c1 = -taul * s.lr[slot][g8 + 8];
+      float cg[8];
+#pragma unroll
+      for (int e = 0; e < 8; e++) cg[e] = (row_of(e) ? c1 : c0) * gr[e];
+      uint32_t cp[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) cp[k] = pack2<TT>(cg[2 * k], cg[2 * k + 1]);
+      // A operand (m = this warp's column r, k = row j): A[r][j] = cG[j][r], the transposed 8x8 blocks:
+      // (m 0-7, k 0-7) = rows 0-7 x cols 0-7 (cp[0]); (m 8-15, k 0-7) = rows 0-7 x cols 8-15 (cp[2]);
+      // (m 0-7, k 8-15) = cp[1]; (m 8-15, k 8-15) = cp[3]
+      const uint32_t ca[4] = {movm(cp[0]), movm(cp[2]), movm(cp[1]), movm(cp[3])};
+      const uint32_t kbase = static_cast<uint32_t>(__cvta_generic_to_shared(s.k[slot]));
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        // B operand (k = row j of K, n = feature i): ldmatrix.trans of the 16x16 block at columns 16j:
+        // matrices rows 0-7 / 8-15 of columns 16j..+7 (n-tile 2j), then of columns 16j+8..+15 (n-tile 2j+1)
+        uint32_t b0, b1, b2, b3;
+        ldsm4t(b0, b1, b2, b3, kbase + 2u * ((lane % 16) * PB + 16 * j + 8 * (lane / 16)));
+        float2 *wd = Wt.tiles[0][j].data;
+        mma16816<TT>(wd[0], wd[1], ca, b0, b1);
+        mma16816<TT>(wd[2], wd[3], ca, b2, b3);
+      }
+      // b += sum_j c_j G_j (fp32): rows g8 and g8 + 8 here, the rest over the 8 row groups (lanes ^4, ^8, ^16)
 #pragma unroll
       for (int kh = 0; kh < 2; kh++) {
-        const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
-        const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
-        float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
+        float vx = cg[4 * kh] + cg[4 * kh + 2], vy = cg[4 * kh + 1] + cg[4 * kh + 3];
 #pragma unroll
         for (int o = 4; o < 32; o <<= 1) {
           vx += __shfl_xor_sync(0xffffffffu, vx, o);
