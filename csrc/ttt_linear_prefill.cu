@@ -41,6 +41,9 @@ template <typename TT>
 struct LinearSmem {
   // per-row, per-warp partial sums (row r, warp w at [r][w]): Z (sum, M2), gh (sum gh, sum gh xh), Zbar (sum, M2)
   float2 red_z[MB][4], red_g[MB][4], red_b[MB][4];
+  // M = -eta * (tril(Q K^T) + 1) (16x16, 16-bit) as lane l's A fragment of the phase-3 product: .x, .y from
+  // warp 0 (columns 0-7 of M), .z, .w from warp 1 (columns 8-15)
+  uint4 mfrag[32];
   TT q[LIN_STAGES][MB * PB], k[LIN_STAGES][MB * PB], v[LIN_STAGES][MB * PB];  // input ring
   float lr[LIN_STAGES][MB];
   float tau[MB];
@@ -134,7 +137,7 @@ __device__ inline void ln_partials(const float (&z)[8], float2 (*red)[4], int w,
 // After the barrier: the LayerNorm of the lane's two rows from the 4 warps' partials. Each lane combines
 // its own row (ro = g + 8 (q & 1)) and gets the other from its quad partner (lane ^ 1). Returns, for row
 // r = 0 (g) and 1 (g + 8), rstd[r] and nmr[r] = -mean rstd, so that xh = z rstd + nmr.
-__device__ inline void ln_stats(const float2 (*red)[4], int lane, float (&rstd)[2], float (&nmr)[2]) {
+__device__ inline float ln_stats(const float2 (*red)[4], int lane, float (&rstd)[2], float (&nmr)[2]) {
   const bool odd = lane & 1;
   const float4 u = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][0]);  // S0 M0 S1 M1
   const float4 v = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][2]);  // S2 M2 S3 M3
@@ -149,6 +152,61 @@ __device__ inline void ln_stats(const float2 (*red)[4], int lane, float (&rstd)[
   rstd[1] = odd ? r : ro;
   nmr[0] = odd ? no : n;
   nmr[1] = odd ? n : no;
+  return r;  // rstd of the lane's own row
+}
+
+// Phase 1 over the four 16-feature chunks kk (one chunk's K, Q and 16-bit W live at a time):
+//   Z += K[:, kk] W[kk, s], Zq += Q[:, kk] W[kk, s]   (s = this warp's 16 columns; accumulators z[k], zq[k]
+//   in TK's data[k] order: (row g + 8 (k & 1), columns 2q + 8 (k >> 1)))
+// and, for NT = 0 or 1, columns 8 NT..8 NT+7 of A = Q K^T into a0 (row g) and a1 (row g + 8).
+// Operands: K and Q chunks by ldmatrix in A-fragment order; W's B fragment (k = feature i, n = column c:
+// the pairs W[i..i+1][c] = Wt[c][i..i+1]) is Wt's own row-layout data: n-tile 0 (columns s0..s0+7) =
+// rows g of Wt = data[0] (features 2q..) and data[2] (2q + 8..), n-tile 1 = rows g + 8 = data[1], data[3];
+// A's B fragment (k = feature, n = row j of K) is K's A fragment at rows 8 NT + g: kr[NT], kr[NT + 2].
+template <int NT, typename TT>
+__device__ inline void phase1(float2 (&z)[4], float2 (&zq)[4], float2 &a0, float2 &a1, const rt_fl<16, 64> &Wt,
+                              uint32_t kbase, uint32_t qbase, int lane) {
+  const uint32_t lo = 2u * ((lane % 16) * PB + 8 * (lane / 16));
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    uint32_t kr[4], qr[4], wb[4];
+    ldsm4(kr[0], kr[1], kr[2], kr[3], kbase + lo + 32u * kk);
+    ldsm4(qr[0], qr[1], qr[2], qr[3], qbase + lo + 32u * kk);
+#pragma unroll
+    for (int k = 0; k < 4; k++) wb[k] = pack2<TT>(Wt.tiles[0][kk].data[k].x, Wt.tiles[0][kk].data[k].y);
+    mma16816<TT>(z[0], z[1], kr, wb[0], wb[2]);
+    mma16816<TT>(z[2], z[3], kr, wb[1], wb[3]);
+    mma16816<TT>(zq[0], zq[1], qr, wb[0], wb[2]);
+    mma16816<TT>(zq[2], zq[3], qr, wb[1], wb[3]);
+    if constexpr (NT >= 0) mma16816<TT>(a0, a1, qr, kr[NT], kr[NT + 2]);
+  }
+}
+
+// Columns 8 NT..8 NT+7 of A (a0: row g, a1: row g + 8; columns 8 NT + 2q, +1) -> M = -eta * (tril(A) + 1)
+// (eta[i][j] = tau_i lr_j; the +1 carries the b_bar term), stored as this lane's half of the phase-3 A
+// fragment (.x, .y for NT = 0; .z, .w for NT = 1).
+template <int NT, typename TT>
+__device__ inline void m_store(float2 d0, float2 d1, const float *tau, const float *lr, uint4 *mfrag, int lane) {
+  const int g = lane / 4, j0 = 2 * (lane % 4);
+  const float2 l = *reinterpret_cast<const float2 *>(&lr[8 * NT + j0]);
+  const bool m0 = j0 <= g, m1 = j0 + 1 <= g;  // column 8 NT + j0 (+1) <= row 8 NT + g
+  const float ntb = -tau[g + 8];
+  float c;
+  uint2 out;
+  if constexpr (NT == 0) {
+    const float nta = -tau[g];
+    c = nta * l.x; d0.x = m0 ? fmaf(c, d0.x, c) : 0.f;
+    c = nta * l.y; d0.y = m1 ? fmaf(c, d0.y, c) : 0.f;
+    c = ntb * l.x; d1.x = fmaf(c, d1.x, c);  // row g + 8 > column j0 + 1
+    c = ntb * l.y; d1.y = fmaf(c, d1.y, c);
+    out.x = pack2<TT>(d0.x, d0.y);
+  } else {
+    out.x = 0u;  // rows 0-7, columns 8-15: above the diagonal
+    c = ntb * l.x; d1.x = m0 ? fmaf(c, d1.x, c) : 0.f;
+    c = ntb * l.y; d1.y = m1 ? fmaf(c, d1.y, c) : 0.f;
+  }
+  out.y = pack2<TT>(d1.x, d1.y);
+  *reinterpret_cast<uint2 *>(reinterpret_cast<uint32_t *>(&mfrag[lane]) + 2 * NT) = out;
 }
 
 }  // namespace lin4
@@ -174,9 +232,23 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   const int nseg = (start + T + MB - 1) / MB;
   const int n_last = start + T - (nseg - 1) * MB;  // rows of the last segment, 1..16
 
+  // Input staging (v4): thread tid owns 16-byte chunk tid of q, k and v (row tid / 8, features 8 (tid % 8)..),
+  // as stage_qkv, with 32-bit element offsets (T * 64 < 2^32) instead of 64-bit index arithmetic.
+  const int st_row = tid / 8, st_soff = st_row * PB + 8 * (tid % 8);
   auto stage = [&](int seg) {
     const int slot = seg % LIN_STAGES;
-    stage_qkv<TT, 128>(s.q[slot], s.k[slot], s.v[slot], gq, gk, gv, seg, start, T, tid);
+    const int t = seg * MB + st_row - start;
+    TT *dq = s.q[slot] + st_soff, *dk = s.k[slot] + st_soff, *dv = s.v[slot] + st_soff;
+    if ((unsigned)t < (unsigned)T) {
+      const unsigned off = (unsigned)t * F + 8u * (tid % 8);
+      cp_async16(dq, gq + off);
+      cp_async16(dk, gk + off);
+      cp_async16(dv, gv + off);
+    } else {  // rows outside [0, T) are zero (rows t < 0 are then filled from the state)
+      *reinterpret_cast<uint4 *>(dq) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4 *>(dk) = make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4 *>(dv) = make_uint4(0, 0, 0, 0);
+    }
     stage_lr(s.lr[slot], glr, seg, start, T, tid);
   };
 #pragma unroll
@@ -193,6 +265,8 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   float2 b1v[2];
   b1v[0] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq);
   b1v[1] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq + 8);
+  // b of the one column this lane owns in the b update (phase 5): cq + 8 (g & 1) + ((g >> 1) & 1)
+  float bo = a.b1[(size_t)bh * F + cq + 8 * ((lane >> 2) & 1) + ((lane >> 3) & 1)];
   // LayerNorm weights at the lane's 4 columns (slot c = col_of(e)): lw^2, -lw, lw lb, lb
   float lw2[4], nlw[4], lwlb[4], lb[4];
 #pragma unroll
@@ -222,21 +296,31 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     cp_async_commit();  // group seg + STAGES - 2 (possibly empty)
 
     // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp); Z's row partials -> B1
-    rt_fl<16, 16> Zq, A;
+    float2 zq[4];  // Zq = Q W + b, until phase 3
     float z[8];
     {
-      rt<TT, 16, 64> Kr, Qr, Wb;
-      load_tile(Kr, s.k[slot], 0, 0);
-      load_tile(Qr, s.q[slot], 0, 0);
-      copy(Wb, Wt);
-      rt_fl<16, 16> Z;
+      float2 za[4];
 #pragma unroll
-      for (int k = 0; k < 4; k++) Z.tiles[0][0].data[k] = Zq.tiles[0][0].data[k] = b1v[k >> 1];
-      zero(A);
-      mma_abt(Z, Kr, Wb);
-      mma_abt(Zq, Qr, Wb);
-      mma_abt(A, Qr, Kr);
-      to_vals(z, Z.tiles[0][0]);
+      for (int k = 0; k < 4; k++) za[k] = zq[k] = b1v[k >> 1];
+      const uint32_t kb = static_cast<uint32_t>(__cvta_generic_to_shared(s.k[slot]));
+      const uint32_t qb = static_cast<uint32_t>(__cvta_generic_to_shared(s.q[slot]));
+      float2 a0 = make_float2(0.f, 0.f), a1 = make_float2(0.f, 0.f);
+      // A = Q K^T and M: warps 0 and 1, 8 columns each (v3 had all four warps compute all of it); M is read
+      // after B2
+      if (w == 0) {
+        phase1<0, TT>(za, zq, a0, a1, Wt, kb, qb, lane);
+        m_store<0, TT>(a0, a1, s.tau, s.lr[slot], s.mfrag, lane);
+      } else if (w == 1) {
+        phase1<1, TT>(za, zq, a0, a1, Wt, kb, qb, lane);
+        m_store<1, TT>(a0, a1, s.tau, s.lr[slot], s.mfrag, lane);
+      } else {
+        phase1<-1, TT>(za, zq, a0, a1, Wt, kb, qb, lane);
+      }
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        z[2 * k] = za[k].x;
+        z[2 * k + 1] = za[k].y;
+      }
     }
     ln_partials(z, s.red_z, w, lane);
     __syncthreads();  // B1
@@ -246,24 +330,28 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     float gr[8];  // G
     {
       float rstd[2], nmr[2];
-      ln_stats(s.red_z, lane, rstd, nmr);
+      const float rown = ln_stats(s.red_z, lane, rstd, nmr);
       uint32_t kr[4], vr[4];
       ld_block(kr, s.k[slot], 16 * w, lane);
       ld_block(vr, s.v[slot], 16 * w, lane);
       float kk[8], vv[8];
       unpack8<TT>(kk, kr);
       unpack8<TT>(vv, vr);
-      float p1[2] = {0.f, 0.f}, p2[2] = {0.f, 0.f};
 #pragma unroll
       for (int e = 0; e < 8; e++) {
         const int r = row_of(e), c = col_of(e);
         const float xh = fmaf(z[e], rstd[r], nmr[r]);
         // gh = lw (lw xh + lb - (v - k))
-        const float gh = fmaf(lw2[c], xh, fmaf(nlw[c], vv[e] - kk[e], lwlb[c]));
+        gr[e] = fmaf(lw2[c], xh, fmaf(nlw[c], vv[e] - kk[e], lwlb[c]));
         z[e] = xh;
-        gr[e] = gh;
-        p1[r] += gh;
-        p2[r] = fmaf(gh, xh, p2[r]);
+      }
+      // row partials over the lane's 4 columns: row 0 = elements 0, 1, 4, 5; row 1 = 2, 3, 6, 7
+      float p1[2], p2[2];
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int e0 = 2 * r;
+        p1[r] = (gr[e0] + gr[e0 + 1]) + (gr[e0 + 4] + gr[e0 + 5]);
+        p2[r] = fmaf(gr[e0 + 5], z[e0 + 5], fmaf(gr[e0 + 4], z[e0 + 4], fmaf(gr[e0 + 1], z[e0 + 1], gr[e0] * z[e0])));
       }
       {  // quad sums, transposed: lane keeps row q & 1
         const bool odd = lane & 1;
@@ -279,13 +367,17 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
 
       // G = (F gh - sum gh - xh sum(gh xh)) rstd / F = gh rstd - (sum gh + xh sum(gh xh)) rstd / F
       float n1[2], n2[2];
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        const float4 u = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * r][0]);
-        const float4 v = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * r][2]);
-        const float rf = rstd[r] * (1.f / F);
-        n1[r] = -((u.x + u.z) + (v.x + v.z)) * rf;
-        n2[r] = -((u.y + u.w) + (v.y + v.w)) * rf;
+      {  // the lane's own row, then the partner's (lane ^ 1) for the other
+        const bool odd = lane & 1;
+        const float4 u = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][0]);
+        const float4 v = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][2]);
+        const float rf = rown * (1.f / F);
+        const float a1 = -((u.x + u.z) + (v.x + v.z)) * rf, a2 = -((u.y + u.w) + (v.y + v.w)) * rf;
+        const float o1 = __shfl_xor_sync(0xffffffffu, a1, 1), o2 = __shfl_xor_sync(0xffffffffu, a2, 1);
+        n1[0] = odd ? o1 : a1;
+        n1[1] = odd ? a1 : o1;
+        n2[0] = odd ? o2 : a2;
+        n2[1] = odd ? a2 : o2;
       }
 #pragma unroll
       for (int e = 0; e < 8; e++) {
@@ -320,18 +412,20 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
 
     // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term); Zbar's row partials -> B3
     {
-      uint32_t gp[4], m[4];
+      uint32_t gp[4];
 #pragma unroll
       for (int k = 0; k < 4; k++) gp[k] = pack2<TT>(gr[2 * k], gr[2 * k + 1]);
-      eta_tril(A.tiles[0][0], s.tau, s.lr[slot], 1.f);  // A -> -eta * (tril(A) + 1)
-#pragma unroll
-      for (int k = 0; k < 4; k++) m[k] = pack2<TT>(A.tiles[0][0].data[k].x, A.tiles[0][0].data[k].y);
+      const uint4 mf = s.mfrag[lane];  // A fragment of M: (row g, cols 2q..), (g + 8, 2q..), (g, 2q + 8..), (g + 8, 2q + 8..)
+      const uint32_t m[4] = {mf.x, mf.y, mf.z, mf.w};
       // B operand (k = row j of G, n = column): the transposes of the 8x8 blocks of G; n-tile 0 = columns
       // cq..: rows 0-7 (gp[0]) and 8-15 (gp[1]); n-tile 1 = columns cq+8..: gp[2], gp[3]
-      float2 *zq = Zq.tiles[0][0].data;
       mma16816<TT>(zq[0], zq[1], m, movm(gp[0]), movm(gp[1]));
       mma16816<TT>(zq[2], zq[3], m, movm(gp[2]), movm(gp[3]));
-      to_vals(z, Zq.tiles[0][0]);
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        z[2 * k] = zq[k].x;
+        z[2 * k + 1] = zq[k].y;
+      }
     }
     ln_partials(z, s.red_b, w, lane);
     cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
@@ -383,17 +477,26 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         mma16816<TT>(wd[0], wd[1], ca, b0, b1);
         mma16816<TT>(wd[2], wd[3], ca, b2, b3);
       }
-      // b += sum_j c_j G_j (fp32): rows g8 and g8 + 8 here, the rest over the 8 row groups (lanes ^4, ^8, ^16)
-#pragma unroll
-      for (int kh = 0; kh < 2; kh++) {
-        float vx = cg[4 * kh] + cg[4 * kh + 2], vy = cg[4 * kh + 1] + cg[4 * kh + 3];
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
-          vx += __shfl_xor_sync(0xffffffffu, vx, o);
-          vy += __shfl_xor_sync(0xffffffffu, vy, o);
-        }
-        b1v[kh].x += vx;
-        b1v[kh].y += vy;
+      // b += sum_j c_j G_j (fp32). The lane's 4 columns (cq + 8 kh + h), summed over its rows g8, g8 + 8, then
+      // over the 8 row groups (lanes ^4, ^8, ^16) "transposed": each exchange halves what a lane keeps, so
+      // lane (g8, q) ends with the full sum of column cq + 8 (g8 & 1) + ((g8 >> 1) & 1) (4 shuffles, not 12),
+      // adds it to the b it owns (bo), and the quad columns' b values are gathered back (4 shuffles).
+      {
+        const float v00 = cg[0] + cg[2], v01 = cg[1] + cg[3], v10 = cg[4] + cg[6], v11 = cg[5] + cg[7];
+        const bool a1 = (lane >> 2) & 1, a2 = (lane >> 3) & 1;
+        float kx = a1 ? v10 : v00, ky = a1 ? v11 : v01;
+        const float sx = a1 ? v00 : v10, sy = a1 ? v01 : v11;
+        kx += __shfl_xor_sync(0xffffffffu, sx, 4);
+        ky += __shfl_xor_sync(0xffffffffu, sy, 4);
+        float kv = a2 ? ky : kx;
+        kv += __shfl_xor_sync(0xffffffffu, a2 ? kx : ky, 8);
+        kv += __shfl_xor_sync(0xffffffffu, kv, 16);
+        bo += kv;
+        const int q4 = lane % 4;
+        b1v[0].x = __shfl_sync(0xffffffffu, bo, q4);
+        b1v[1].x = __shfl_sync(0xffffffffu, bo, q4 + 4);
+        b1v[0].y = __shfl_sync(0xffffffffu, bo, q4 + 8);
+        b1v[1].y = __shfl_sync(0xffffffffu, bo, q4 + 12);
       }
     }
   }
