@@ -278,6 +278,12 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     lwlb[c] = wv * bv;
     lb[c] = bv;
   }
+  // 16x8 identity (and its negative) as this lane's MMA B fragment: b0 = (rows 2q, 2q+1; column g) of an
+  // n-tile whose columns match k = 0..7 (b1 = 0), or b1 of one whose columns match k = 8..15 (b0 = 0).
+  // K V I = V exactly in fp32 (one product with 1, the others with 0): the 16-bit inputs reach the
+  // accumulator layout without unpacking, and accumulate onto what the accumulator held.
+  const uint32_t id1 = pack2<TT>(2 * (lane % 4) == g8 ? 1.f : 0.f, 2 * (lane % 4) + 1 == g8 ? 1.f : 0.f);
+  const uint32_t idn = pack2<TT>(2 * (lane % 4) == g8 ? -1.f : 0.f, 2 * (lane % 4) + 1 == g8 ? -1.f : 0.f);
   if (tid < MB) s.tau[tid] = a.tau[tid];
   cp_async_wait<LIN_STAGES - 3>();  // segment 0 has landed
   __syncthreads();  // the zero fill of segment 0 is done: old rows may overwrite it
@@ -334,15 +340,22 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       uint32_t kr[4], vr[4];
       ld_block(kr, s.k[slot], 16 * w, lane);
       ld_block(vr, s.v[slot], 16 * w, lane);
-      float kk[8], vv[8];
-      unpack8<TT>(kk, kr);
-      unpack8<TT>(vv, vr);
+      // R = v - k on this warp's columns in the accumulator layout: -K I, then + V I (n-tile 0: identity in
+      // b0; n-tile 1: in b1)
+      float2 rr[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) rr[k] = make_float2(0.f, 0.f);
+      mma16816<TT>(rr[0], rr[1], kr, idn, 0u);
+      mma16816<TT>(rr[2], rr[3], kr, 0u, idn);
+      mma16816<TT>(rr[0], rr[1], vr, id1, 0u);
+      mma16816<TT>(rr[2], rr[3], vr, 0u, id1);
 #pragma unroll
       for (int e = 0; e < 8; e++) {
         const int r = row_of(e), c = col_of(e);
         const float xh = fmaf(z[e], rstd[r], nmr[r]);
+        const float re = (e & 1) ? rr[e >> 1].y : rr[e >> 1].x;
         // gh = lw (lw xh + lb - (v - k))
-        gr[e] = fmaf(lw2[c], xh, fmaf(nlw[c], vv[e] - kk[e], lwlb[c]));
+        gr[e] = fmaf(lw2[c], xh, fmaf(nlw[c], re, lwlb[c]));
         z[e] = xh;
       }
       // row partials over the lane's 4 columns: row 0 = elements 0, 1, 4, 5; row 1 = 2, 3, 6, 7
@@ -394,6 +407,8 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         }
       }
       if (!full) {  // the partial last mini-batch's rows go to the state
+        float kk[8];
+        unpack8<TT>(kk, kr);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
           const int t = t0 + 8 * row_of(e);
@@ -437,12 +452,16 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       ln_stats(s.red_b, lane, rstd, nmr);
       uint32_t qr[4];
       ld_block(qr, s.q[slot], 16 * w, lane);
-      float qq[8];
-      unpack8<TT>(qq, qr);
+      // q + lb in the accumulator layout: Q I onto lb
+      float2 ql[4] = {make_float2(lb[0], lb[1]), make_float2(lb[0], lb[1]), make_float2(lb[2], lb[3]),
+                      make_float2(lb[2], lb[3])};
+      mma16816<TT>(ql[0], ql[1], qr, id1, 0u);
+      mma16816<TT>(ql[2], ql[3], qr, 0u, id1);
 #pragma unroll
       for (int e = 0; e < 8; e++) {
         const int r = row_of(e), c = col_of(e);
-        z[e] = fmaf(-nlw[c], fmaf(z[e], rstd[r], nmr[r]), qq[e] + lb[c]);
+        const float qe = (e & 1) ? ql[e >> 1].y : ql[e >> 1].x;
+        z[e] = fmaf(-nlw[c], fmaf(z[e], rstd[r], nmr[r]), qe);
       }
 #pragma unroll
       for (int k = 0; k < 4; k++) {
