@@ -141,12 +141,12 @@ __device__ inline float ln_stats(const float2 (*red)[4], int lane, float (&rstd)
   const bool odd = lane & 1;
   const float4 u = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][0]);  // S0 M0 S1 M1
   const float4 v = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][2]);  // S2 M2 S3 M3
-  const float mean = ((u.x + u.z) + (v.x + v.z)) * (1.f / F);
-  const float d0 = fmaf(u.x, 1.f / 16, -mean), d1 = fmaf(u.z, 1.f / 16, -mean);
-  const float d2 = fmaf(v.x, 1.f / 16, -mean), d3 = fmaf(v.z, 1.f / 16, -mean);
+  const float nmean = ((u.x + u.z) + (v.x + v.z)) * (-1.f / F);  // -mean (no separate negation)
+  const float d0 = fmaf(u.x, 1.f / 16, nmean), d1 = fmaf(u.z, 1.f / 16, nmean);
+  const float d2 = fmaf(v.x, 1.f / 16, nmean), d3 = fmaf(v.z, 1.f / 16, nmean);
   const float m2 = ((u.y + u.w) + (v.y + v.w)) + 16.f * (fmaf(d0, d0, d1 * d1) + fmaf(d2, d2, d3 * d3));
   const float r = rsqrt_ln(m2 * (1.f / F) + LN_EPS);
-  const float n = -mean * r;
+  const float n = nmean * r;
   const float ro = __shfl_xor_sync(0xffffffffu, r, 1), no = __shfl_xor_sync(0xffffffffu, n, 1);
   rstd[0] = odd ? ro : r;
   rstd[1] = odd ? r : ro;
@@ -285,6 +285,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   const uint32_t id1 = pack2<TT>(2 * (lane % 4) == g8 ? 1.f : 0.f, 2 * (lane % 4) + 1 == g8 ? 1.f : 0.f);
   const uint32_t idn = pack2<TT>(2 * (lane % 4) == g8 ? -1.f : 0.f, 2 * (lane % 4) + 1 == g8 ? -1.f : 0.f);
   if (tid < MB) s.tau[tid] = a.tau[tid];
+  const float ntaul = -a.tau[MB - 1];  // -tau_b: c_j = -tau_b lr_j in the W and b updates
   cp_async_wait<LIN_STAGES - 3>();  // segment 0 has landed
   __syncthreads();  // the zero fill of segment 0 is done: old rows may overwrite it
   if (start > 0) {  // rows 0..start-1 of the first mini-batch come from the state
@@ -332,7 +333,6 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     __syncthreads();  // B1
 
     // ---- 2: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2 on this warp's columns
-    const float taul = s.tau[MB - 1];
     float gr[8];  // G
     {
       float rstd[2], nmr[2];
@@ -384,8 +384,8 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         const bool odd = lane & 1;
         const float4 u = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][0]);
         const float4 v = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][2]);
-        const float rf = rown * (1.f / F);
-        const float a1 = -((u.x + u.z) + (v.x + v.z)) * rf, a2 = -((u.y + u.w) + (v.y + v.w)) * rf;
+        const float nrf = rown * (-1.f / F);
+        const float a1 = ((u.x + u.z) + (v.x + v.z)) * nrf, a2 = ((u.y + u.w) + (v.y + v.w)) * nrf;
         const float o1 = __shfl_xor_sync(0xffffffffu, a1, 1), o2 = __shfl_xor_sync(0xffffffffu, a2, 1);
         n1[0] = odd ? o1 : a1;
         n1[1] = odd ? a1 : o1;
@@ -474,7 +474,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
     // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches), c_j = tau_b lr_j. After B3 (as v3): W and b
     // are next used in phase 1 of the next step; the k, lr slot stays until the top of step seg + 2.
     if (full) {
-      const float c0 = -taul * s.lr[slot][g8], c1 = -taul * s.lr[slot][g8 + 8];
+      const float c0 = ntaul * s.lr[slot][g8], c1 = ntaul * s.lr[slot][g8 + 8];
       float cg[8];
 #pragma unroll
       for (int e = 0; e < 8; e++) cg[e] = (row_of(e) ? c1 : c0) * gr[e];
