@@ -232,24 +232,29 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   const int nseg = (start + T + MB - 1) / MB;
   const int n_last = start + T - (nseg - 1) * MB;  // rows of the last segment, 1..16
 
-  // Input staging (v4): thread tid owns 16-byte chunk tid of q, k and v (row tid / 8, features 8 (tid % 8)..),
-  // as stage_qkv, with 32-bit element offsets (T * 64 < 2^32) instead of 64-bit index arithmetic.
-  const int st_row = tid / 8, st_soff = st_row * PB + 8 * (tid % 8);
+  // Input staging (v4): warp 1 copies q, warp 2 k, warp 3 v; lane l one half row (row l / 2, features
+  // 32 (l % 2)..+31: four 16-byte chunks from one base address, the 4 copies at immediate offsets); warp 0
+  // (which computes M in phase 1) copies only the 16 learning rates. v3: every thread one chunk of each
+  // of q, k and v (three 64-bit address computations a thread).
+  const int st_row = lane / 2;
+  const TT *st_src = (w == 1 ? gq : w == 2 ? gk : gv) + 32 * (lane % 2);
+  TT *st_dst = (w == 1 ? s.q[0] : w == 2 ? s.k[0] : s.v[0]) + st_row * PB + 32 * (lane % 2);
   auto stage = [&](int seg) {
     const int slot = seg % LIN_STAGES;
-    const int t = seg * MB + st_row - start;
-    TT *dq = s.q[slot] + st_soff, *dk = s.k[slot] + st_soff, *dv = s.v[slot] + st_soff;
-    if ((unsigned)t < (unsigned)T) {
-      const unsigned off = (unsigned)t * F + 8u * (tid % 8);
-      cp_async16(dq, gq + off);
-      cp_async16(dk, gk + off);
-      cp_async16(dv, gv + off);
-    } else {  // rows outside [0, T) are zero (rows t < 0 are then filled from the state)
-      *reinterpret_cast<uint4 *>(dq) = make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4 *>(dk) = make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4 *>(dv) = make_uint4(0, 0, 0, 0);
+    if (w > 0) {
+      const int t = seg * MB + st_row - start;
+      TT *d = st_dst + slot * (MB * PB);
+      if ((unsigned)t < (unsigned)T) {
+        const TT *src = st_src + (unsigned)t * F;
+#pragma unroll
+        for (int c = 0; c < 4; c++) cp_async16(d + 8 * c, src + 8 * c);
+      } else {  // rows outside [0, T) are zero (rows t < 0 are then filled from the state)
+#pragma unroll
+        for (int c = 0; c < 4; c++) *reinterpret_cast<uint4 *>(d + 8 * c) = make_uint4(0, 0, 0, 0);
+      }
+    } else {
+      stage_lr(s.lr[slot], glr, seg, start, T, tid);
     }
-    stage_lr(s.lr[slot], glr, seg, start, T, tid);
   };
 #pragma unroll
   for (int p = 0; p < LIN_STAGES - 2; p++) {  // cp.async group p = segment p
