@@ -157,16 +157,20 @@ def kernel(xq, xk, xv, lr, tau, lnw, lnb, W, b, krows, grows, lrrows, T, start, 
     red_b = np.zeros((16, 4, 2))
     mfrag = np.zeros((32, 4, 2))  # uint4 per lane = 4 pair regs
 
-    def stage(seg):
+    def stage(seg):  # warp 1: q, 2: k, 3: v, lane l half a row (row l // 2, features 32 (l % 2)..); warp 0: lr
         slot = seg % stages
-        for tid in range(128):
-            r, part = tid // 8, tid % 8
-            t = seg * MB + r - start
-            for arr, x in ((sq, xq), (sk, xk), (sv, xv)):
-                arr[slot, r, 8 * part : 8 * part + 8] = x[t, 8 * part : 8 * part + 8] if 0 <= t < T else 0
-            if tid < MB:
-                t = seg * MB + tid - start
-                slr[slot, tid] = lr[t] if 0 <= t < T else 0
+        for w in range(4):
+            for lane in range(32):
+                if w > 0:
+                    arr, x = ((sq, xq), (sk, xk), (sv, xv))[w - 1]
+                    row, h = lane // 2, lane % 2
+                    t = seg * MB + row - start
+                    for c in range(4):
+                        lo = 32 * h + 8 * c
+                        arr[slot, row, lo : lo + 8] = x[t, lo : lo + 8] if 0 <= t < T else 0
+                elif lane < MB:
+                    t = seg * MB + lane - start
+                    slr[slot, lane] = lr[t] if 0 <= t < T else 0
 
     for p in range(stages - 2):
         if p < nseg:
