@@ -412,8 +412,10 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         }
       }
       if (!full) {  // the partial last mini-batch's rows go to the state
+        uint32_t kr2[4];  // reloaded (rare path): keeping kr live costs 4 registers in every step
+        ld_block(kr2, s.k[slot], 16 * w, lane);
         float kk[8];
-        unpack8<TT>(kk, kr);
+        unpack8<TT>(kk, kr2);
 #pragma unroll
         for (int e = 0; e < 8; e++) {
           const int t = t0 + 8 * row_of(e);
