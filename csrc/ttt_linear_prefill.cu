@@ -37,6 +37,12 @@ constexpr int LIN_STAGES = 3;
 constexpr int LIN_STAGES = 4;
 #endif
 
+// Lifetimes of the exchange buffers (each written before one barrier of step s, read after it, and written
+// again in step s+1 only after a barrier that every reader of step s has passed):
+//   red_z, mfrag: written in phase 1 (before B1), read after B1 (red_z) / after B2 (mfrag); rewritten in phase 1
+//                 of s+1, after B3(s), and every read of step s happens before its reader reaches B3(s).
+//   red_g:        written before B2, read after B2 (before B3); rewritten after B1(s+1).
+//   red_b:        written before B3, read in phase 4 (before B1(s+1)); rewritten before B3(s+1), after B2(s+1).
 template <typename TT>
 struct LinearSmem {
   // per-row, per-warp partial sums (row r, warp w at [r][w]): Z (sum, M2), gh (sum gh, sum gh xh), Zbar (sum, M2)
