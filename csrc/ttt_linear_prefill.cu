@@ -8,8 +8,10 @@
 // quad hold a row's 16 values of this warp, and the per-row sums over the 64 features are completed
 // through a small shared-memory exchange of per-warp partials (16 rows x 4 warps x float2) at the three
 // block barriers a step already had:
-//   1: Z = K W + b, Zq = Q W + b, A = Q K^T (tensor cores); Z's per-warp row partials (sum, centred M2)
-//   B1 (Z partials)                 | 2: mean/rstd of Z; gh; per-warp partials of sum(gh), sum(gh xh)
+//   1: Z = K W + b, Zq = Q W + b (tensor cores); warps 0, 1: A = Q K^T (8 columns each) -> M = -eta *
+//      (tril(A) + 1) -> smem; Z's per-warp row partials (sum, centred M2)
+//   B1 (Z partials)                 | 2: mean/rstd of Z; R = v - k (identity MMAs); gh; per-warp partials
+//                                   |    of sum(gh), sum(gh xh)
 //   B2 (gh partials)                | 3: G; Zbar = Zq - (eta*(tril(A)+1)) G (G as the B operand via
 //                                   |    movmatrix); Zbar's per-warp row partials
 //   B3 (Zbar partials, next input)  | 4: out = q + LN(Zbar) for this warp's columns;
@@ -21,6 +23,9 @@
 // The row statistics are combined across warps exactly (Chan et al.: each warp sends its row sum and
 // the sum of squares about its own 16-column mean; mean = sum / 64, M2 = sum M2_w + 16 sum (m_w - mean)^2),
 // so the variance is still a centred two-pass one, not E[z^2] - mean^2.
+// The 16-bit inputs reach the accumulator layout through MMAs with a +-identity B fragment (v - k, q + lb;
+// exact products), not by unpacking. Inputs are staged by warps 1-3 (one tensor each), lr by warp 0.
+// scripts/emulate_linear_prefill.py mirrors this kernel lane by lane (numpy) for checks without a GPU.
 // A prompt may start inside a mini-batch (rows 0..start-1 come from the state: k, g1, lr) and may end
 // inside one (its rows are written back to the state).
 #include "ttt_common.cuh"
