@@ -111,14 +111,6 @@ __device__ inline void unpack8(float (&x)[8], const uint32_t (&r)[4]) {
   }
 }
 
-__device__ inline void to_vals(float (&x)[8], const rt_base<float, ducks::rt_layout::row> &t) {
-#pragma unroll
-  for (int k = 0; k < 4; k++) {
-    x[2 * k] = t.data[k].x;
-    x[2 * k + 1] = t.data[k].y;
-  }
-}
-
 // This warp's partials of one LayerNorm's row statistics, written to red[row][w] for the lane's own row
 // ro = g + 8 (q & 1): (sum over the warp's 16 columns, sum of squares about that 16-column mean). Quad
 // sums: the row sums for both rows (all 4 lanes need both means to centre), then the squares reduced
