@@ -1,17 +1,31 @@
 // TTT-Linear prefill: the whole dual-form scan over a prompt, one CTA (4 warps) per (batch, head).
 //
-// Layout (f = 64, mini-batch b = 16):
-//   warp w owns columns s = 16w..16w+15 of W (state kept on chip as Wt_w = W[:, s]^T, a 16x64 fp32
-//   register tile, for the whole prompt) and rows 4w..4w+3 of every mini-batch for the row-wise work
-//   (LayerNorm forward/backward, output). Inputs stream through a 4-stage cp.async ring in shared
-//   memory; per mini-batch the warps meet at 3 block barriers:
-//                   | 1: Z = K W, Zq = Q W, A = Q K^T (tensor cores)            -> smem Z
-//   B1              | 2: rows (8 lanes a row): G = LN-L2 backward of Z             -> smem G (fp32, 16-bit)
-//   B2              | 3: Zbar = Zq - (eta*(tril(A)+1)) G                         -> smem Zbar
-//   B3 (+ next in)  | 4: rows: out = q + LN(Zbar); 5: W -= (c K)^T G; b -= c . G (full mini-batches)
-// (v3: the inputs of the next mini-batch are waited for before B3, so a step has 3 barriers, not 4.)
-// (v2: the row phases run 4 rows a warp at once, 8 lanes a row; b lives with the column warps and the
-//  b_bar term rides in the (eta*(A+1)) G product, so phase 4 has no loop over the mini-batch.)
+// v4 layout (f = 64, mini-batch b = 16): warp w owns columns s = 16w..16w+15 of everything, end to end:
+// W[:, s] as Wt_w = W[:, s]^T (a 16x64 fp32 register tile for the whole prompt), and Z, G, Zbar and the
+// output restricted to those columns, all kept in the m16n8 accumulator layout of the tensor-core
+// products (lane l: rows l/4 and l/4 + 8, columns s0 + 2 (l%4) + {0, 1, 8, 9}). The row-wise work (the
+// inner LayerNorm forward/backward and the output LayerNorm) runs on those registers: the 4 lanes of a
+// quad hold a row's 16 values of this warp, and the per-row sums over the 64 features are completed
+// through a small shared-memory exchange of per-warp partials (16 rows x 4 warps x float2) at the three
+// block barriers a step already had:
+//   1: Z = K W + b, Zq = Q W + b (tensor cores); warps 0, 1: A = Q K^T (8 columns each) -> M = -eta *
+//      (tril(A) + 1) -> smem; Z's per-warp row partials (sum, centred M2)
+//   B1 (Z partials)                 | 2: mean/rstd of Z; R = v - k (identity MMAs); gh; per-warp partials
+//                                   |    of sum(gh), sum(gh xh)
+//   B2 (gh partials)                | 3: G; Zbar = Zq - (eta*(tril(A)+1)) G (G as the B operand via
+//                                   |    movmatrix); Zbar's per-warp row partials
+//   B3 (Zbar partials, next input)  | 4: out = q + LN(Zbar) for this warp's columns;
+//                                   | 5: W -= (c K)^T G, b -= c . G (full mini-batches; cG as the A operand
+//                                   |    via movmatrix)
+// v3 moved Z, Zbar and G through shared memory in fp32 (and G again in 16 bits) between the column-split
+// products and a row-split layout (8 lanes a row); v4 never leaves the accumulator layout, so those
+// round trips (~8 KB of shared-memory traffic a warp a step) and their address arithmetic are gone.
+// The row statistics are combined across warps exactly (Chan et al.: each warp sends its row sum and
+// the sum of squares about its own 16-column mean; mean = sum / 64, M2 = sum M2_w + 16 sum (m_w - mean)^2),
+// so the variance is still a centred two-pass one, not E[z^2] - mean^2.
+// The 16-bit inputs reach the accumulator layout through MMAs with a +-identity B fragment (v - k, q + lb;
+// exact products), not by unpacking. Inputs are staged by warps 1-3 (one tensor each), lr by warp 0.
+// scripts/emulate_linear_prefill.py mirrors this kernel lane by lane (numpy) for checks without a GPU.
 // A prompt may start inside a mini-batch (rows 0..start-1 come from the state: k, g1, lr) and may end
 // inside one (its rows are written back to the state).
 #include "ttt_common.cuh"
@@ -19,33 +33,190 @@
 
 namespace ttt {
 
-// Input ring depth. v3: 3 block barriers a step instead of 4: the wait for segment seg+1 sits before
-// B3 of step seg, so nothing separates phase 4 of seg from phase 1 of seg+1, and the slot that the top
-// of step seg refills must not be the one a late warp still reads in phase 4 of seg-1: segment
-// seg+STAGES-2 (slot (seg-2) % STAGES) is issued there, STAGES-2 segments ahead. 4 on Hopper (4 CTAs
-// x 46.4 KB of 228 KB), 3 on Ampere (4 CTAs x 39.4 KB of the A100's 164 KB; 1 segment ahead).
+// Input ring depth (v3's timing): the wait for segment seg+1 sits before B3 of step seg, and the slot that
+// the top of step seg refills, (seg-2) % STAGES, is one no warp can still read (a warp at the top of step
+// seg has passed B3 of seg-1, so every warp has finished step seg-2). 4 on Hopper, 3 on Ampere.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 constexpr int LIN_STAGES = 3;
 #else
 constexpr int LIN_STAGES = 4;
 #endif
 
+// Lifetimes of the exchange buffers (each written before one barrier of step s, read after it, and written
+// again in step s+1 only after a barrier that every reader of step s has passed):
+//   red_z, mfrag: written in phase 1 (before B1), read after B1 (red_z) / after B2 (mfrag); rewritten in phase 1
+//                 of s+1, after B3(s), and every read of step s happens before its reader reaches B3(s).
+//   red_g:        written before B2, read after B2 (before B3); rewritten after B1(s+1).
+//   red_b:        written before B3, read in phase 4 (before B1(s+1)); rewritten before B3(s+1), after B2(s+1).
 template <typename TT>
 struct LinearSmem {
+  // per-row, per-warp partial sums (row r, warp w at [r][w]): Z (sum, M2), gh (sum gh, sum gh xh), Zbar (sum, M2)
+  float2 red_z[MB][4], red_g[MB][4], red_b[MB][4];
+  // M = -eta * (tril(Q K^T) + 1) (16x16, 16-bit) as lane l's A fragment of the phase-3 product: .x, .y from
+  // warp 0 (columns 0-7 of M), .z, .w from warp 1 (columns 8-15)
+  uint4 mfrag[32];
   TT q[LIN_STAGES][MB * PB], k[LIN_STAGES][MB * PB], v[LIN_STAGES][MB * PB];  // input ring
   float lr[LIN_STAGES][MB];
-  float z[MB * PF];   // Z (fp32), phase 1 -> 2
-  float zb[MB * PF];  // Zbar (fp32), phase 3 -> 4 (its own buffer: phase 1 of the next step may run beside phase 4)
-  float gf[MB * PF];  // G fp32
-  TT g[MB * PB];      // G rounded to the input type
-  TT cg[MB * PB];     // -(tau_b lr_j) G_j rounded
   float tau[MB];
 };
 
+namespace lin4 {
+
+// m16n8k16 MMA, fp32 accumulate: d0 = (row g, cols 2q, 2q+1), d1 = (row g+8, same cols) of the 16x8 tile
+// (g = lane/4, q = lane%4); a = the A fragment {(g, 2q), (g+8, 2q), (g, 2q+8), (g+8, 2q+8)} (pairs along k),
+// b0 = (k = 2q, 2q+1; n = g), b1 = (k = 2q+8, 2q+9; n = g).
+template <typename TT>
+__device__ inline void mma16816(float2 &d0, float2 &d1, const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<TT, bf16>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d0.x), "+f"(d0.y), "+f"(d1.x), "+f"(d1.y)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d0.x), "+f"(d0.y), "+f"(d1.x), "+f"(d1.y)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Transpose of an 8x8 16-bit matrix held one row per 4 lanes (lane l: row l/4, cols 2(l%4), +1): afterwards
+// lane l holds elements (rows 2(l%4), 2(l%4)+1; col l/4) of the original. Not volatile (pure).
+__device__ inline uint32_t movm(uint32_t x) {
+  uint32_t y;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
+// The 16x16 block at column col0 of a 16-row padded 16-bit smem tile, in accumulator order: r[k] holds the
+// pair (row g + 8 (k & 1), cols col0 + 2q + 8 (k >> 1), +1). (ldmatrix matrices: lanes 0-7 rows 0-7 cols
+// 0-7, lanes 8-15 rows 8-15 cols 0-7, lanes 16-23 rows 0-7 cols 8-15, lanes 24-31 rows 8-15 cols 8-15.)
+template <typename TT>
+__device__ inline void ld_block(uint32_t (&r)[4], const TT *smem, int col0, int lane) {
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  ldsm4(r[0], r[1], r[2], r[3], base + 2u * ((lane % 16) * PB + col0 + 8 * (lane / 16)));
+}
+
+// Element e = 2k + h of a lane's 8 values: data[k].x (h = 0) / .y (h = 1); row g + 8 ((e >> 1) & 1), column
+// slot (e >> 2) * 2 + (e & 1) (columns cq, cq + 1, cq + 8, cq + 9).
+__device__ constexpr int row_of(int e) { return (e >> 1) & 1; }
+__device__ constexpr int col_of(int e) { return 2 * (e >> 2) + (e & 1); }
+
+template <typename TT>
+__device__ inline void unpack8(float (&x)[8], const uint32_t (&r)[4]) {
+  using T2 = typename io<TT>::T2;
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    const float2 f = io<TT>::to_f2(*reinterpret_cast<const T2 *>(&r[k]));
+    x[2 * k] = f.x;
+    x[2 * k + 1] = f.y;
+  }
+}
+
+// This warp's partials of one LayerNorm's row statistics, written to red[row][w] for the lane's own row
+// ro = g + 8 (q & 1): (sum over the warp's 16 columns, sum of squares about that 16-column mean). Quad
+// sums: the row sums for both rows (all 4 lanes need both means to centre), then the squares reduced
+// "transposed" (each lane keeps one row after the first exchange: 2 shuffles for the two rows).
+__device__ inline void ln_partials(const float (&z)[8], float2 (*red)[4], int w, int lane) {
+  const bool odd = lane & 1;
+  float s0 = (z[0] + z[1]) + (z[4] + z[5]);
+  float s1 = (z[2] + z[3]) + (z[6] + z[7]);
+  s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+  s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+  s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+  s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+  float q0 = 0.f, q1 = 0.f;
+#pragma unroll
+  for (int e = 0; e < 8; e++) {
+    const float d = fmaf(row_of(e) ? s1 : s0, -1.f / 16, z[e]);
+    if (row_of(e)) q1 = fmaf(d, d, q1);
+    else q0 = fmaf(d, d, q0);
+  }
+  float keep = odd ? q1 : q0;
+  const float send = odd ? q0 : q1;
+  keep += __shfl_xor_sync(0xffffffffu, send, 1);
+  keep += __shfl_xor_sync(0xffffffffu, keep, 2);
+  red[lane / 4 + 8 * (lane & 1)][w] = make_float2(odd ? s1 : s0, keep);
+}
+
+// After the barrier: the LayerNorm of the lane's two rows from the 4 warps' partials. Each lane combines
+// its own row (ro = g + 8 (q & 1)) and gets the other from its quad partner (lane ^ 1). Returns, for row
+// r = 0 (g) and 1 (g + 8), rstd[r] and nmr[r] = -mean rstd, so that xh = z rstd + nmr.
+__device__ inline float ln_stats(const float2 (*red)[4], int lane, float (&rstd)[2], float (&nmr)[2]) {
+  const bool odd = lane & 1;
+  const float4 u = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][0]);  // S0 M0 S1 M1
+  const float4 v = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][2]);  // S2 M2 S3 M3
+  const float nmean = ((u.x + u.z) + (v.x + v.z)) * (-1.f / F);  // -mean (no separate negation)
+  const float d0 = fmaf(u.x, 1.f / 16, nmean), d1 = fmaf(u.z, 1.f / 16, nmean);
+  const float d2 = fmaf(v.x, 1.f / 16, nmean), d3 = fmaf(v.z, 1.f / 16, nmean);
+  const float m2 = ((u.y + u.w) + (v.y + v.w)) + 16.f * (fmaf(d0, d0, d1 * d1) + fmaf(d2, d2, d3 * d3));
+  const float r = rsqrt_ln(m2 * (1.f / F) + LN_EPS);
+  const float n = nmean * r;
+  const float ro = __shfl_xor_sync(0xffffffffu, r, 1), no = __shfl_xor_sync(0xffffffffu, n, 1);
+  rstd[0] = odd ? ro : r;
+  rstd[1] = odd ? r : ro;
+  nmr[0] = odd ? no : n;
+  nmr[1] = odd ? n : no;
+  return r;  // rstd of the lane's own row
+}
+
+// Phase 1 over the four 16-feature chunks kk (one chunk's K, Q and 16-bit W live at a time):
+//   Z += K[:, kk] W[kk, s], Zq += Q[:, kk] W[kk, s]   (s = this warp's 16 columns; accumulators z[k], zq[k]
+//   in TK's data[k] order: (row g + 8 (k & 1), columns 2q + 8 (k >> 1)))
+// and, for NT = 0 or 1, columns 8 NT..8 NT+7 of A = Q K^T into a0 (row g) and a1 (row g + 8).
+// Operands: K and Q chunks by ldmatrix in A-fragment order; W's B fragment (k = feature i, n = column c:
+// the pairs W[i..i+1][c] = Wt[c][i..i+1]) is Wt's own row-layout data: n-tile 0 (columns s0..s0+7) =
+// rows g of Wt = data[0] (features 2q..) and data[2] (2q + 8..), n-tile 1 = rows g + 8 = data[1], data[3];
+// A's B fragment (k = feature, n = row j of K) is K's A fragment at rows 8 NT + g: kr[NT], kr[NT + 2].
+template <int NT, typename TT>
+__device__ inline void phase1(float2 (&z)[4], float2 (&zq)[4], float2 &a0, float2 &a1, const rt_fl<16, 64> &Wt,
+                              uint32_t kbase, uint32_t qbase, int lane) {
+  const uint32_t lo = 2u * ((lane % 16) * PB + 8 * (lane / 16));
+#pragma unroll
+  for (int kk = 0; kk < 4; kk++) {
+    uint32_t kr[4], qr[4], wb[4];
+    ldsm4(kr[0], kr[1], kr[2], kr[3], kbase + lo + 32u * kk);
+    ldsm4(qr[0], qr[1], qr[2], qr[3], qbase + lo + 32u * kk);
+#pragma unroll
+    for (int k = 0; k < 4; k++) wb[k] = pack2<TT>(Wt.tiles[0][kk].data[k].x, Wt.tiles[0][kk].data[k].y);
+    mma16816<TT>(z[0], z[1], kr, wb[0], wb[2]);
+    mma16816<TT>(z[2], z[3], kr, wb[1], wb[3]);
+    mma16816<TT>(zq[0], zq[1], qr, wb[0], wb[2]);
+    mma16816<TT>(zq[2], zq[3], qr, wb[1], wb[3]);
+    if constexpr (NT >= 0) mma16816<TT>(a0, a1, qr, kr[NT], kr[NT + 2]);
+  }
+}
+
+// Columns 8 NT..8 NT+7 of A (a0: row g, a1: row g + 8; columns 8 NT + 2q, +1) -> M = -eta * (tril(A) + 1)
+// (eta[i][j] = tau_i lr_j; the +1 carries the b_bar term), stored as this lane's half of the phase-3 A
+// fragment (.x, .y for NT = 0; .z, .w for NT = 1).
+template <int NT, typename TT>
+__device__ inline void m_store(float2 d0, float2 d1, const float *tau, const float *lr, uint4 *mfrag, int lane) {
+  const int g = lane / 4, j0 = 2 * (lane % 4);
+  const float2 l = *reinterpret_cast<const float2 *>(&lr[8 * NT + j0]);
+  const bool m0 = j0 <= g, m1 = j0 + 1 <= g;  // column 8 NT + j0 (+1) <= row 8 NT + g
+  const float ntb = -tau[g + 8];
+  float c;
+  uint2 out;
+  if constexpr (NT == 0) {
+    const float nta = -tau[g];
+    c = nta * l.x; d0.x = m0 ? fmaf(c, d0.x, c) : 0.f;
+    c = nta * l.y; d0.y = m1 ? fmaf(c, d0.y, c) : 0.f;
+    c = ntb * l.x; d1.x = fmaf(c, d1.x, c);  // row g + 8 > column j0 + 1
+    c = ntb * l.y; d1.y = fmaf(c, d1.y, c);
+    out.x = pack2<TT>(d0.x, d0.y);
+  } else {
+    out.x = 0u;  // rows 0-7, columns 8-15: above the diagonal
+    c = ntb * l.x; d1.x = m0 ? fmaf(c, d1.x, c) : 0.f;
+    c = ntb * l.y; d1.y = m1 ? fmaf(c, d1.y, c) : 0.f;
+  }
+  out.y = pack2<TT>(d1.x, d1.y);
+  *reinterpret_cast<uint2 *>(reinterpret_cast<uint32_t *>(&mfrag[lane]) + 2 * NT) = out;
+}
+
+}  // namespace lin4
+
 template <typename TT>
 __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const LinearPrefillArgs a) {
-  using IO = io<TT>;
-  using T2 = typename IO::T2;
+  using namespace lin4;
   __shared__ __align__(16) LinearSmem<TT> s;
 
   const int bh = blockIdx.x, head = bh % a.nh;
@@ -64,10 +235,29 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   const int nseg = (start + T + MB - 1) / MB;
   const int n_last = start + T - (nseg - 1) * MB;  // rows of the last segment, 1..16
 
+  // Input staging (v4): warp 1 copies q, warp 2 k, warp 3 v; lane l one half row (row l / 2, features
+  // 32 (l % 2)..+31: four 16-byte chunks from one base address, the 4 copies at immediate offsets); warp 0
+  // (which computes M in phase 1) copies only the 16 learning rates. v3: every thread one chunk of each
+  // of q, k and v (three 64-bit address computations a thread).
+  const int st_row = lane / 2;
+  const TT *st_src = (w == 1 ? gq : w == 2 ? gk : gv) + 32 * (lane % 2);
+  TT *st_dst = (w == 1 ? s.q[0] : w == 2 ? s.k[0] : s.v[0]) + st_row * PB + 32 * (lane % 2);
   auto stage = [&](int seg) {
     const int slot = seg % LIN_STAGES;
-    stage_qkv<TT, 128>(s.q[slot], s.k[slot], s.v[slot], gq, gk, gv, seg, start, T, tid);
-    stage_lr(s.lr[slot], glr, seg, start, T, tid);
+    if (w > 0) {
+      const int t = seg * MB + st_row - start;
+      TT *d = st_dst + slot * (MB * PB);
+      if ((unsigned)t < (unsigned)T) {
+        const TT *src = st_src + (unsigned)t * F;
+#pragma unroll
+        for (int c = 0; c < 4; c++) cp_async16(d + 8 * c, src + 8 * c);
+      } else {  // rows outside [0, T) are zero (rows t < 0 are then filled from the state)
+#pragma unroll
+        for (int c = 0; c < 4; c++) *reinterpret_cast<uint4 *>(d + 8 * c) = make_uint4(0, 0, 0, 0);
+      }
+    } else {
+      stage_lr(s.lr[slot], glr, seg, start, T, tid);
+    }
   };
 #pragma unroll
   for (int p = 0; p < LIN_STAGES - 2; p++) {  // cp.async group p = segment p
@@ -78,24 +268,36 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   // state: Wt[r][i] = W[i][16w + r]; b1 of this warp's columns in accumulator-column order
   rt_fl<16, 64> Wt;
   for_each(Wt, [&](int r, int c, float &x) { x = gW[c * F + 16 * w + r]; });
-  const int cq = 16 * w + 2 * (lane % 4);  // accumulator columns cq, cq+1 (kh=0) and cq+8, cq+9 (kh=1)
+  const int g8 = lane / 4;                 // rows g8 (data[0], data[2]) and g8 + 8 (data[1], data[3])
+  const int cq = 16 * w + 2 * (lane % 4);  // columns cq, cq+1 (data[0], data[1]) and cq+8, cq+9 (data[2], data[3])
   float2 b1v[2];
   b1v[0] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq);
   b1v[1] = *reinterpret_cast<const float2 *>(a.b1 + (size_t)bh * F + cq + 8);
-  // row phases: 8 lanes a row (row 4w + lane/8), 8 features a lane (fb..fb+7)
-  constexpr int NPL = 8, G = F / NPL;
-  const int ri = 4 * w + lane / G, fb = NPL * (lane % G);
-  float lw[NPL], lb[NPL];
+  // b of the one column this lane owns in the b update (phase 5): cq + 8 (g & 1) + ((g >> 1) & 1)
+  float bo = a.b1[(size_t)bh * F + cq + 8 * ((lane >> 2) & 1) + ((lane >> 3) & 1)];
+  // LayerNorm weights at the lane's 4 columns (slot c = col_of(e)): lw^2, -lw, lw lb, lb
+  float lw2[4], nlw[4], lwlb[4], lb[4];
 #pragma unroll
-  for (int e = 0; e < NPL; e++) {
-    lw[e] = a.ln_w[head * F + fb + e];
-    lb[e] = a.ln_b[head * F + fb + e];
+  for (int c = 0; c < 4; c++) {
+    const int col = cq + 8 * (c >> 1) + (c & 1);
+    const float wv = a.ln_w[head * F + col], bv = a.ln_b[head * F + col];
+    lw2[c] = wv * wv;
+    nlw[c] = -wv;
+    lwlb[c] = wv * bv;
+    lb[c] = bv;
   }
+  // 16x8 identity (and its negative) as this lane's MMA B fragment: b0 = (rows 2q, 2q+1; column g) of an
+  // n-tile whose columns match k = 0..7 (b1 = 0), or b1 of one whose columns match k = 8..15 (b0 = 0).
+  // K V I = V exactly in fp32 (one product with 1, the others with 0): the 16-bit inputs reach the
+  // accumulator layout without unpacking, and accumulate onto what the accumulator held.
+  const uint32_t id1 = pack2<TT>(2 * (lane % 4) == g8 ? 1.f : 0.f, 2 * (lane % 4) + 1 == g8 ? 1.f : 0.f);
+  const uint32_t idn = pack2<TT>(2 * (lane % 4) == g8 ? -1.f : 0.f, 2 * (lane % 4) + 1 == g8 ? -1.f : 0.f);
   if (tid < MB) s.tau[tid] = a.tau[tid];
+  const float ntaul = -a.tau[MB - 1];  // -tau_b: c_j = -tau_b lr_j in the W and b updates
   cp_async_wait<LIN_STAGES - 3>();  // segment 0 has landed
   __syncthreads();  // the zero fill of segment 0 is done: old rows may overwrite it
   if (start > 0) {  // rows 0..start-1 of the first mini-batch come from the state
-    for (int e = tid; e < start * F; e += 128) s.k[0][(e / F) * PB + e % F] = IO::from_f(gk_rows[e]);
+    for (int e = tid; e < start * F; e += 128) s.k[0][(e / F) * PB + e % F] = io<TT>::from_f(gk_rows[e]);
     if (tid < start) s.lr[0][tid] = glr_rows[tid];
   }
   __syncthreads();  // segment 0 (and tau) visible to all
@@ -103,116 +305,227 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   for (int seg = 0; seg < nseg; seg++) {
     const int slot = seg % LIN_STAGES;
     const bool full = (seg < nseg - 1) || (n_last == MB);
+    const int t0 = seg * MB + g8 - start;  // prompt index of row g8 (row g8 + 8: t0 + 8)
     // segment seg is in shared memory (B3 of the previous step, or the barrier before the loop)
     if (seg + LIN_STAGES - 2 < nseg) stage(seg + LIN_STAGES - 2);  // slot (seg - 2) % STAGES: free
     cp_async_commit();  // group seg + STAGES - 2 (possibly empty)
 
-    // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp)
-    rt_fl<16, 16> Zq, A;
+    // ---- 1: Z = K W + b, Zq = Q W + b, A = Q K^T  (columns of this warp); Z's row partials -> B1
+    float2 zq[4];  // Zq = Q W + b, until phase 3
+    float z[8];
     {
-      rt<TT, 16, 64> Kr, Qr, Wb;
-      load_tile(Kr, s.k[slot], 0, 0);
-      load_tile(Qr, s.q[slot], 0, 0);
-      copy(Wb, Wt);
-      rt_fl<16, 16> Z;
+      float2 za[4];
 #pragma unroll
-      for (int k = 0; k < 4; k++) Z.tiles[0][0].data[k] = Zq.tiles[0][0].data[k] = b1v[k >> 1];
-      zero(A);
-      mma_abt(Z, Kr, Wb);
-      mma_abt(Zq, Qr, Wb);
-      mma_abt(A, Qr, Kr);
-      store_acc(s.z, Z, 16 * w);
+      for (int k = 0; k < 4; k++) za[k] = zq[k] = b1v[k >> 1];
+      const uint32_t kb = static_cast<uint32_t>(__cvta_generic_to_shared(s.k[slot]));
+      const uint32_t qb = static_cast<uint32_t>(__cvta_generic_to_shared(s.q[slot]));
+      float2 a0 = make_float2(0.f, 0.f), a1 = make_float2(0.f, 0.f);
+      // A = Q K^T and M: warps 0 and 1, 8 columns each (v3 had all four warps compute all of it); M is read
+      // after B2
+      if (w == 0) {
+        phase1<0, TT>(za, zq, a0, a1, Wt, kb, qb, lane);
+        m_store<0, TT>(a0, a1, s.tau, s.lr[slot], s.mfrag, lane);
+      } else if (w == 1) {
+        phase1<1, TT>(za, zq, a0, a1, Wt, kb, qb, lane);
+        m_store<1, TT>(a0, a1, s.tau, s.lr[slot], s.mfrag, lane);
+      } else {
+        phase1<-1, TT>(za, zq, a0, a1, Wt, kb, qb, lane);
+      }
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        z[2 * k] = za[k].x;
+        z[2 * k + 1] = za[k].y;
+      }
     }
+    ln_partials(z, s.red_z, w, lane);
     __syncthreads();  // B1
 
-    // ---- 2: rows: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2, 8 lanes a row
-    const float taul = s.tau[MB - 1];
+    // ---- 2: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2 on this warp's columns
+    float gr[8];  // G
     {
-      const int i = ri, t = seg * MB + i - start;
-      float z[NPL], kk[NPL], vv[NPL], g[NPL];
+      float rstd[2], nmr[2];
+      const float rown = ln_stats(s.red_z, lane, rstd, nmr);
+      uint32_t kr[4], vr[4];
+      ld_block(kr, s.k[slot], 16 * w, lane);
+      ld_block(vr, s.v[slot], 16 * w, lane);
+      // R = v - k on this warp's columns in the accumulator layout: -K I, then + V I (n-tile 0: identity in
+      // b0; n-tile 1: in b1)
+      float2 rr[4];
 #pragma unroll
-      for (int e = 0; e < NPL; e++) z[e] = s.z[i * PF + fb + e];
-      ld_f<TT, NPL>(kk, &s.k[slot][i * PB + fb]);
-      ld_f<TT, NPL>(vv, &s.v[slot][i * PB + fb]);
-      static_assert(NPL == 8);
-      const float rstd = ln_center<G, NPL>(z);
-      ln_l2_bwd<G, NPL>(z, rstd, kk, vv, lw, lb, g);
-      // rows outside [0, T) exist only at the ends (no shuffles here)
-      if (seg == 0 || seg == nseg - 1) outside_rows<NPL>(g, t, T, &gg_rows[i * F + fb]);
+      for (int k = 0; k < 4; k++) rr[k] = make_float2(0.f, 0.f);
+      mma16816<TT>(rr[0], rr[1], kr, idn, 0u);
+      mma16816<TT>(rr[2], rr[3], kr, 0u, idn);
+      mma16816<TT>(rr[0], rr[1], vr, id1, 0u);
+      mma16816<TT>(rr[2], rr[3], vr, 0u, id1);
 #pragma unroll
-      for (int e = 0; e < NPL; e++) s.gf[i * PF + fb + e] = g[e];
-      st_f<TT, NPL>(&s.g[i * PB + fb], g);
-      const float c = -taul * s.lr[slot][i];
-      float cg[NPL];
+      for (int e = 0; e < 8; e++) {
+        const int r = row_of(e), c = col_of(e);
+        const float xh = fmaf(z[e], rstd[r], nmr[r]);
+        const float re = (e & 1) ? rr[e >> 1].y : rr[e >> 1].x;
+        // gh = lw (lw xh + lb - (v - k))
+        gr[e] = fmaf(lw2[c], xh, fmaf(nlw[c], re, lwlb[c]));
+        z[e] = xh;
+      }
+      // row partials over the lane's 4 columns: row 0 = elements 0, 1, 4, 5; row 1 = 2, 3, 6, 7
+      float p1[2], p2[2];
 #pragma unroll
-      for (int e = 0; e < NPL; e++) cg[e] = c * g[e];
-      st_f<TT, NPL>(&s.cg[i * PB + fb], cg);
-      if (!full && t >= 0 && t < T) {  // the partial last mini-batch's rows go to the state
+      for (int r = 0; r < 2; r++) {
+        const int e0 = 2 * r;
+        p1[r] = (gr[e0] + gr[e0 + 1]) + (gr[e0 + 4] + gr[e0 + 5]);
+        p2[r] = fmaf(gr[e0 + 5], z[e0 + 5], fmaf(gr[e0 + 4], z[e0 + 4], fmaf(gr[e0 + 1], z[e0 + 1], gr[e0] * z[e0])));
+      }
+      {  // quad sums, transposed: lane keeps row q & 1
+        const bool odd = lane & 1;
+        float k1 = odd ? p1[1] : p1[0], k2 = odd ? p2[1] : p2[0];
+        const float o1 = odd ? p1[0] : p1[1], o2 = odd ? p2[0] : p2[1];
+        k1 += __shfl_xor_sync(0xffffffffu, o1, 1);
+        k2 += __shfl_xor_sync(0xffffffffu, o2, 1);
+        k1 += __shfl_xor_sync(0xffffffffu, k1, 2);
+        k2 += __shfl_xor_sync(0xffffffffu, k2, 2);
+        s.red_g[g8 + 8 * (lane & 1)][w] = make_float2(k1, k2);
+      }
+      __syncthreads();  // B2
+
+      // G = (F gh - sum gh - xh sum(gh xh)) rstd / F = gh rstd - (sum gh + xh sum(gh xh)) rstd / F
+      float n1[2], n2[2];
+      {  // the lane's own row, then the partner's (lane ^ 1) for the other
+        const bool odd = lane & 1;
+        const float4 u = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][0]);
+        const float4 v = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][2]);
+        const float nrf = rown * (-1.f / F);
+        const float a1 = ((u.x + u.z) + (v.x + v.z)) * nrf, a2 = ((u.y + u.w) + (v.y + v.w)) * nrf;
+        const float o1 = __shfl_xor_sync(0xffffffffu, a1, 1), o2 = __shfl_xor_sync(0xffffffffu, a2, 1);
+        n1[0] = odd ? o1 : a1;
+        n1[1] = odd ? a1 : o1;
+        n2[0] = odd ? o2 : a2;
+        n2[1] = odd ? a2 : o2;
+      }
 #pragma unroll
-        for (int e = 0; e < NPL; e++) {
-          gk_rows[i * F + fb + e] = kk[e];
-          gg_rows[i * F + fb + e] = g[e];
+      for (int e = 0; e < 8; e++) {
+        const int r = row_of(e);
+        gr[e] = fmaf(gr[e], rstd[r], fmaf(z[e], n2[r], n1[r]));
+      }
+      // rows outside [0, T) exist only at the ends: before the prompt, the row kept from the previous call
+      if (seg == 0 || seg == nseg - 1) {
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const int t = t0 + 8 * row_of(e);
+          if (t < 0) gr[e] = gg_rows[(g8 + 8 * row_of(e)) * F + cq + 8 * (e >> 2) + (e & 1)];
+          if (t >= T) gr[e] = 0.f;
         }
-        if (lane % G == 0) glr_rows[i] = s.lr[slot][i];
+      }
+      if (!full) {  // the partial last mini-batch's rows go to the state
+        uint32_t kr2[4];  // reloaded (rare path): keeping kr live costs 4 registers in every step
+        ld_block(kr2, s.k[slot], 16 * w, lane);
+        float kk[8];
+        unpack8<TT>(kk, kr2);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+          const int t = t0 + 8 * row_of(e);
+          const int o = (g8 + 8 * row_of(e)) * F + cq + 8 * (e >> 2) + (e & 1);
+          if (t >= 0 && t < T) {
+            gk_rows[o] = kk[e];
+            gg_rows[o] = gr[e];
+          }
+        }
+        if (w == 0 && (lane % 4) == 0) {
+          if (t0 >= 0 && t0 < T) glr_rows[g8] = s.lr[slot][g8];
+          if (t0 + 8 >= 0 && t0 + 8 < T) glr_rows[g8 + 8] = s.lr[slot][g8 + 8];
+        }
       }
     }
-    __syncthreads();  // B2
 
-    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term)
+    // ---- 3: Zbar = Zq - (eta * (tril(A) + 1)) G  (the +1 is the b_bar term); Zbar's row partials -> B3
     {
-      rt<TT, 16, 16, ducks::rt_layout::col> Gc;
-      load_tile(Gc, s.g, 0, 16 * w);
-      eta_tril(A.tiles[0][0], s.tau, s.lr[slot], 1.f);  // A -> eta * (tril(A) + 1)
-      rt<TT, 16, 16> Mb;
-      copy(Mb, A);
-      mma_ab(Zq, Mb, Gc);
-      store_acc(s.zb, Zq, 16 * w);
+      uint32_t gp[4];
+#pragma unroll
+      for (int k = 0; k < 4; k++) gp[k] = pack2<TT>(gr[2 * k], gr[2 * k + 1]);
+      const uint4 mf = s.mfrag[lane];  // A fragment of M: (row g, cols 2q..), (g + 8, 2q..), (g, 2q + 8..), (g + 8, 2q + 8..)
+      const uint32_t m[4] = {mf.x, mf.y, mf.z, mf.w};
+      // B operand (k = row j of G, n = column): the transposes of the 8x8 blocks of G; n-tile 0 = columns
+      // cq..: rows 0-7 (gp[0]) and 8-15 (gp[1]); n-tile 1 = columns cq+8..: gp[2], gp[3]
+      mma16816<TT>(zq[0], zq[1], m, movm(gp[0]), movm(gp[1]));
+      mma16816<TT>(zq[2], zq[3], m, movm(gp[2]), movm(gp[3]));
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        z[2 * k] = zq[k].x;
+        z[2 * k + 1] = zq[k].y;
+      }
     }
+    ln_partials(z, s.red_b, w, lane);
     cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
-    __syncthreads();  // B3: Zbar stored; segment seg + 1 visible to all
+    __syncthreads();  // B3: Zbar partials stored; segment seg + 1 visible to all
 
-    // ---- 4: rows: out = q + LN(Zbar). Every lane computes (the group reductions are warp-wide
-    // shuffles: a branch around them would split the warp when its 4 rows straddle T); only rows of
-    // the prompt are stored.
+    // ---- 4: out = q + LN(Zbar) on this warp's columns; only rows of the prompt are stored
     {
-      const int i = ri, t = seg * MB + i - start;
-      {
-        float z[NPL], qq[NPL];
+      float rstd[2], nmr[2];
+      ln_stats(s.red_b, lane, rstd, nmr);
+      uint32_t qr[4];
+      ld_block(qr, s.q[slot], 16 * w, lane);
+      // q + lb in the accumulator layout: Q I onto lb
+      float2 ql[4] = {make_float2(lb[0], lb[1]), make_float2(lb[0], lb[1]), make_float2(lb[2], lb[3]),
+                      make_float2(lb[2], lb[3])};
+      mma16816<TT>(ql[0], ql[1], qr, id1, 0u);
+      mma16816<TT>(ql[2], ql[3], qr, 0u, id1);
 #pragma unroll
-        for (int e = 0; e < NPL; e++) z[e] = s.zb[i * PF + fb + e];
-        ld_f<TT, NPL>(qq, &s.q[slot][i * PB + fb]);
-        const float rstd = ln_center<G, NPL>(z);
-        ln_out<NPL>(z, rstd, qq, lw, lb);
-        const uint4 o = make_uint4(pack2<TT>(z[0], z[1]), pack2<TT>(z[2], z[3]), pack2<TT>(z[4], z[5]), pack2<TT>(z[6], z[7]));
-        if (t >= 0 && t < T) *reinterpret_cast<uint4 *>(&gout[(size_t)t * F + fb]) = o;
+      for (int e = 0; e < 8; e++) {
+        const int r = row_of(e), c = col_of(e);
+        const float qe = (e & 1) ? ql[e >> 1].y : ql[e >> 1].x;
+        z[e] = fmaf(-nlw[c], fmaf(z[e], rstd[r], nmr[r]), qe);
+      }
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const int t = t0 + 8 * (k & 1);
+        if (t >= 0 && t < T)
+          *reinterpret_cast<uint32_t *>(&gout[(size_t)t * F + cq + 8 * (k >> 1)]) = pack2<TT>(z[2 * k], z[2 * k + 1]);
       }
     }
 
-    // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches). After B3 (v3): W and b are next used in
-    // phase 1 of the next step, and what this reads (cg, gf: rewritten in phase 2 of the next step; the
-    // k, lr slot: refilled at the top of step seg + 2) stays put until then, so the update overlaps the
-    // row phase instead of delaying B3.
+    // ---- 5: W -= (c K)^T G;  b -= c . G  (full mini-batches), c_j = tau_b lr_j. After B3 (as v3): W and b
+    // are next used in phase 1 of the next step; the k, lr slot stays until the top of step seg + 2.
     if (full) {
-      rt<TT, 16, 16, ducks::rt_layout::col> CGc;
-      rt<TT, 16, 64, ducks::rt_layout::col> Kc;
-      load_tile_colA(CGc, s.cg, 0, 16 * w);
-      load_tile(Kc, s.k[slot], 0, 0);
-      mma_atb(Wt, CGc, Kc);
-      // b -= sum_j c_j G_j (fp32): rows lane/4 and lane/4 + 8 here, the rest through shuffles
-      const int r0 = lane / 4;
-      const float c0 = -taul * s.lr[slot][r0], c1 = -taul * s.lr[slot][r0 + 8];
+      const float c0 = ntaul * s.lr[slot][g8], c1 = ntaul * s.lr[slot][g8 + 8];
+      float cg[8];
 #pragma unroll
-      for (int kh = 0; kh < 2; kh++) {
-        const float2 g0 = *reinterpret_cast<const float2 *>(&s.gf[r0 * PF + cq + 8 * kh]);
-        const float2 g1 = *reinterpret_cast<const float2 *>(&s.gf[(r0 + 8) * PF + cq + 8 * kh]);
-        float vx = c0 * g0.x + c1 * g1.x, vy = c0 * g0.y + c1 * g1.y;
+      for (int e = 0; e < 8; e++) cg[e] = (row_of(e) ? c1 : c0) * gr[e];
+      uint32_t cp[4];
 #pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
-          vx += __shfl_xor_sync(0xffffffffu, vx, o);
-          vy += __shfl_xor_sync(0xffffffffu, vy, o);
-        }
-        b1v[kh].x += vx;
-        b1v[kh].y += vy;
+      for (int k = 0; k < 4; k++) cp[k] = pack2<TT>(cg[2 * k], cg[2 * k + 1]);
+      // A operand (m = this warp's column r, k = row j): A[r][j] = cG[j][r], the transposed 8x8 blocks:
+      // (m 0-7, k 0-7) = rows 0-7 x cols 0-7 (cp[0]); (m 8-15, k 0-7) = rows 0-7 x cols 8-15 (cp[2]);
+      // (m 0-7, k 8-15) = cp[1]; (m 8-15, k 8-15) = cp[3]
+      const uint32_t ca[4] = {movm(cp[0]), movm(cp[2]), movm(cp[1]), movm(cp[3])};
+      const uint32_t kbase = static_cast<uint32_t>(__cvta_generic_to_shared(s.k[slot]));
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        // B operand (k = row j of K, n = feature i): ldmatrix.trans of the 16x16 block at columns 16j:
+        // matrices rows 0-7 / 8-15 of columns 16j..+7 (n-tile 2j), then of columns 16j+8..+15 (n-tile 2j+1)
+        uint32_t b0, b1, b2, b3;
+        ldsm4t(b0, b1, b2, b3, kbase + 2u * ((lane % 16) * PB + 16 * j + 8 * (lane / 16)));
+        float2 *wd = Wt.tiles[0][j].data;
+        mma16816<TT>(wd[0], wd[1], ca, b0, b1);
+        mma16816<TT>(wd[2], wd[3], ca, b2, b3);
+      }
+      // b += sum_j c_j G_j (fp32). The lane's 4 columns (cq + 8 kh + h), summed over its rows g8, g8 + 8, then
+      // over the 8 row groups (lanes ^4, ^8, ^16) "transposed": each exchange halves what a lane keeps, so
+      // lane (g8, q) ends with the full sum of column cq + 8 (g8 & 1) + ((g8 >> 1) & 1) (4 shuffles, not 12),
+      // adds it to the b it owns (bo), and the quad columns' b values are gathered back (4 shuffles).
+      {
+        const float v00 = cg[0] + cg[2], v01 = cg[1] + cg[3], v10 = cg[4] + cg[6], v11 = cg[5] + cg[7];
+        const bool a1 = (lane >> 2) & 1, a2 = (lane >> 3) & 1;
+        float kx = a1 ? v10 : v00, ky = a1 ? v11 : v01;
+        const float sx = a1 ? v00 : v10, sy = a1 ? v01 : v11;
+        kx += __shfl_xor_sync(0xffffffffu, sx, 4);
+        ky += __shfl_xor_sync(0xffffffffu, sy, 4);
+        float kv = a2 ? ky : kx;
+        kv += __shfl_xor_sync(0xffffffffu, a2 ? kx : ky, 8);
+        kv += __shfl_xor_sync(0xffffffffu, kv, 16);
+        bo += kv;
+        const int q4 = lane % 4;
+        b1v[0].x = __shfl_sync(0xffffffffu, bo, q4);
+        b1v[1].x = __shfl_sync(0xffffffffu, bo, q4 + 4);
+        b1v[0].y = __shfl_sync(0xffffffffu, bo, q4 + 8);
+        b1v[1].y = __shfl_sync(0xffffffffu, bo, q4 + 12);
       }
     }
   }

@@ -154,6 +154,26 @@ def test_linear_wgmma_matches_reference(B, T, start, dname):
     compare("linear", B, T, start, DTYPES[dname], seed=4000 + B * 7 + T + start, impl="wgmma")
 
 
+@pytest.mark.parametrize("dname", sorted(DTYPES))
+@pytest.mark.parametrize("B,T,start", [(1, 17, 0), (3, 100, 5), (16, 2048, 0), (3, 2, 15)])
+def test_linear_v3_matches_reference(B, T, start, dname):
+    """The previous default TTT-Linear kernel, kept as impl="v3" for same-run timing, still correct."""
+    compare("linear", B, T, start, DTYPES[dname], seed=5000 + B * 7 + T + start, impl="v3")
+
+
+def test_linear_v3_and_default_agree():
+    """v3 and v4 (the default) compute the same thing: outputs and states within fp32/bf16 rounding."""
+    prefill = _prefill()
+    st, args = make_case("linear", 3, 100, 5, torch.bfloat16, seed=21)
+    s3, s4 = st.clone(), st.clone()
+    o3 = prefill.ttt_prefill(s3, *args, impl="v3")
+    o4 = prefill.ttt_prefill(s4, *args)
+    torch.cuda.synchronize()
+    assert rel(o4, o3) < 1e-2
+    for n, t in s3.tensors().items():
+        assert rel(getattr(s4, n), t) < 1e-3, n
+
+
 def test_linear_wgmma_refused_without_sm90a_image():
     """The sm80 build (8.0+PTX) has no sm_90a image: impl="wgmma" raises a clear error, no launch."""
     from ttt_infer.kernels import KernelsUnavailable, prefill

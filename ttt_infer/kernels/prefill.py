@@ -72,7 +72,7 @@ def _check_tensor(t, name: str, shape: tuple, dtype: torch.dtype, device: torch.
         raise ValueError(f"{name} must be contiguous")
 
 
-IMPLS = ("default", "wgmma")
+IMPLS = ("default", "wgmma", "v3")
 
 
 def ttt_prefill(
@@ -100,6 +100,7 @@ def ttt_prefill(
     (8 or 16; default: setting TTT_INFER_MLP_WARPS, else the kernel's default) picks the TTT-MLP CTA size.
     `impl="wgmma"` (TTT-Linear only, opt-in) runs the Hopper warpgroup-MMA kernel: it needs a
     compute-capability 9.0 GPU and a build with 9.0a in TORCH_CUDA_ARCH_LIST, and raises otherwise.
+    `impl="v3"` (TTT-Linear only, opt-in) runs the previous default TTT-Linear kernel (v3; the default is v4).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -131,8 +132,8 @@ def ttt_prefill(
         raise ValueError(f"state mini-batch size must be {MINI_BATCH}, got {state.mini_batch_size}")
     hid = state.W1.shape[-1]
     mlp = state.kind == "mlp"
-    if mlp and impl == "wgmma":
-        raise ValueError('impl="wgmma" exists for TTT-Linear only; TTT-MLP has the default impl')
+    if mlp and impl != "default":
+        raise ValueError(f"impl={impl!r} exists for TTT-Linear only; TTT-MLP has the default impl")
     if hid != (4 * f if mlp else f):
         raise ValueError(
             f"state W1 must be [B, nh, {f}, {4 * f if mlp else f}] for TTT-{state.kind}, got {tuple(state.W1.shape)}"
@@ -183,11 +184,11 @@ def ttt_prefill(
         )
     else:
         fn = mod.linear_prefill
-        if impl == "wgmma":
-            fn = getattr(mod, "linear_prefill_wgmma", None)
+        if impl != "default":
+            fn = getattr(mod, f"linear_prefill_{impl}", None)
             if fn is None:
                 raise KernelsUnavailable(
-                    f"the TK prefill extension at {module_dir_hint(variant)} predates the wgmma kernel; {_BUILD_HINT}"
+                    f"the TK prefill extension at {module_dir_hint(variant)} predates the {impl} kernel; {_BUILD_HINT}"
                 )
         fn(xq, xk, xv, lr, tau, lnw, lnb, state.W1, state.b1, state.k, state.g1, state.lr, out, start)
     return out
