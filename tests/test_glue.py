@@ -120,12 +120,14 @@ def test_conv_tile_must_be_powers_of_two():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("w_like_x", [False, True])
-def test_lr_gate(dtype, w_like_x):
-    """w in x's 16-bit dtype (as in a 16-bit model) takes the tensor-core path: still the fp32 dot product."""
+@pytest.mark.parametrize("nh", [4, 40])
+def test_lr_gate(dtype, w_like_x, nh):
+    """w in x's 16-bit dtype (as in a 16-bit model) takes the tensor-core path: still the fp32 dot product.
+    nh = 40: with few rows the heads are split over programs, 16 a program (three, the last partly masked)."""
     x = rnd(2, 19, 96, dtype=dtype, seed=3)
-    w, b = rnd(4, 96, seed=4, scale=0.1, dtype=dtype if w_like_x else torch.float32), rnd(4, seed=5)
+    w, b = rnd(nh, 96, seed=4, scale=0.1, dtype=dtype if w_like_x else torch.float32), rnd(nh, seed=5)
     got = GLUE.lr_gate(x, w, b, 1.0 / 16)
-    assert got.shape == (2, 4, 19) and got.dtype == torch.float32
+    assert got.shape == (2, nh, 19) and got.dtype == torch.float32
     assert rel_err(got, TORCH_GLUE.lr_gate(x, w, b, 1.0 / 16)) < 2e-6
 
 

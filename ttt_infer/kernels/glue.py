@@ -161,7 +161,7 @@ if triton is not None:
         compute the reference's fp32 dot product; otherwise an fp32 (ieee) dot."""
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         rm = rows < M
-        n = tl.arange(0, BN)
+        n = tl.program_id(1) * BN + tl.arange(0, BN)  # heads: several programs when there are few rows
         nm = n < NH
         acc = tl.zeros([BM, BN], tl.float32)
         for k0 in range(0, C, BK):
@@ -336,9 +336,12 @@ class TritonGlue:
         x, weight, bias = x.contiguous(), weight.contiguous(), bias.reshape(nh).contiguous()
         out = torch.empty(B, nh, T, device=x.device, dtype=torch.float32)
         M, BN = B * T, max(16, triton.next_power_of_2(nh))
-        BM = 64 if M >= 64 * _num_sms(x.device) else 16  # enough programs for every SM
+        sms = _num_sms(x.device)
+        BM = 64 if M >= 64 * sms else 16  # enough programs for every SM
+        if triton.cdiv(M, BM) < sms:  # few rows (decode): the heads split over programs too, 16 a program
+            BN = 16
         exact16 = x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
-        _lr_gate_kernel[(triton.cdiv(M, BM),)](x, weight, bias, out, M, T, nh, float(scale), C=C,
+        _lr_gate_kernel[(triton.cdiv(M, BM), triton.cdiv(nh, BN))](x, weight, bias, out, M, T, nh, float(scale), C=C,
                                                BM=BM, BK=128, BN=BN, EXACT16=exact16, num_warps=4)  # fmt: skip
         return out
 
