@@ -132,8 +132,9 @@ def test_lr_gate(dtype, w_like_x, nh):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [False, True, "slice"])
 def test_post_gate(dtype, gated):
+    """gated="slice": the gate is a column slice of a wider tensor (a stacked projection's output)."""
     B, nh, T, f = 2, 4, 5, 24  # C = 96: not a power of two
     o = rnd(B, nh, T, f, seed=6, scale=3.0)
     ln = nn.LayerNorm(nh * f, eps=1e-6)
@@ -142,6 +143,9 @@ def test_post_gate(dtype, gated):
         ln.bias.normal_()
     ln = ln.to(DEV, dtype)
     gate = rnd(B, T, nh * f, dtype=dtype, seed=7) if gated else None
+    if gated == "slice":
+        gate = rnd(B, T, 3 * nh * f, dtype=dtype, seed=7)[..., nh * f : 2 * nh * f]
+        assert not gate.is_contiguous()
     got = GLUE.post_gate(o, gate, ln, 1e-6, dtype)
     assert got.shape == (B, T, nh * f) and got.dtype == dtype
     assert rel_err(got, TORCH_GLUE.post_gate(o, gate, ln, 1e-6, dtype)) < TOL[dtype]
@@ -149,8 +153,31 @@ def test_post_gate(dtype, gated):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_silu_mul(dtype):
-    a, b = rnd(3, 5, 300, dtype=dtype, seed=8), rnd(3, 5, 300, dtype=dtype, seed=9)
+    a, b = rnd(3, 5, 1100, dtype=dtype, seed=8), rnd(3, 5, 1100, dtype=dtype, seed=9)  # two column blocks
     assert rel_err(GLUE.silu_mul(a, b), TORCH_GLUE.silu_mul(a, b)) < TOL[dtype]
+    ab = rnd(3, 5, 2200, dtype=dtype, seed=10)  # the halves of one stacked projection's output
+    a, b = ab.split(1100, dim=-1)
+    y = GLUE.silu_mul(a, b)
+    assert y.is_contiguous() and rel_err(y, TORCH_GLUE.silu_mul(a, b)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("bias", [False, True])
+def test_projections_as_one_gemm(dtype, bias):
+    """The stacked GEMM gives each projection's result; the stack follows in-place weight updates."""
+    torch.manual_seed(4)
+    projs = tuple(nn.Linear(96, n, bias=bias and i != 1).to(DEV, dtype) for i, n in enumerate((96, 64, 96)))
+    x = rnd(2, 5, 96, dtype=dtype, seed=11)
+    glue = TritonGlue()
+    for _ in range(2):  # the second call uses the kept stack
+        got = glue.projections(x, projs)
+        for g, p in zip(got, projs, strict=True):
+            assert g.shape == (2, 5, p.out_features) and rel_err(g, p(x)) < TOL[dtype]
+    assert len(glue._stacks) == 1
+    with torch.no_grad():
+        projs[1].weight.mul_(-2.0)  # an in-place change (a loaded checkpoint, say): the stack is remade
+    assert rel_err(glue.projections(x, projs)[1], projs[1](x)) < TOL[dtype]
+    assert glue.projections(x, projs[:1])[0].shape == (2, 5, 96)
 
 
 def test_bad_inputs_get_clear_errors():

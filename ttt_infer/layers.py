@@ -43,7 +43,9 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor, glue: Glue | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
         """down(silu(gate(x)) * up(x)), plus `residual` when given."""
         glue = glue or TORCH_GLUE
-        return glue.linear(glue.silu_mul(self.gate_proj(x), self.up_proj(x)), self.down_proj, residual)
+        return glue.linear(
+            glue.silu_mul(*glue.projections(x, (self.gate_proj, self.up_proj))), self.down_proj, residual
+        )
 
 
 def depthwise_conv1d(kernel: int, channels: int) -> nn.Conv1d:
@@ -181,21 +183,22 @@ class TTTLayer(nn.Module):
         B, T, C = x.shape
         nh, f, b = self.num_heads, self.head_dim, self.mini_batch_size
         glue = getattr(backend, "glue", None) or TORCH_GLUE
-        if self.config.share_qk:
+        share, gated = self.config.share_qk, self.config.use_gate
+        projs = (self.q_proj, *(() if share else (self.k_proj,)), self.v_proj, *((self.g_proj,) if gated else ()))
+        ys = list(glue.projections(x, projs))  # the kernel glue: one GEMM over the stacked weights
+        xq, xk, xv, gate = ys.pop(0), None if share else ys.pop(0), ys.pop(0), ys.pop(0) if gated else None
+        if share:
             XQ, XK = glue.qk_conv_rope(
-                self.q_proj(x), self.conv_q, self.conv_k, qk_conv.history, position, nh, self.config.rope_theta, b
+                xq, self.conv_q, self.conv_k, qk_conv.history, position, nh, self.config.rope_theta, b
             )
         else:
-            XQ, XK = (
-                TORCH_GLUE.rope_heads(p(x), position, nh, self.config.rope_theta, b) for p in (self.q_proj, self.k_proj)
-            )
-        XV = self.v_proj(x).reshape(B, T, nh, f).transpose(1, 2).contiguous()  # [B, nh, T, f]
+            XQ, XK = (TORCH_GLUE.rope_heads(p, position, nh, self.config.rope_theta, b) for p in (xq, xk))
+        XV = xv.reshape(B, T, nh, f).transpose(1, 2).contiguous()  # [B, nh, T, f]
         acc = state_dtype(x.dtype)
         lr = self.learning_rate(x, glue)
         out = backend.inner(
             state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), seqlen % b, position
         )  # [B, nh, T, f]
-        gate = self.g_proj(x) if self.config.use_gate else None
         return glue.linear(glue.post_gate(out, gate, self.post_norm, LN_EPS, x.dtype), self.o_proj, residual)
 
 
@@ -258,6 +261,11 @@ class TorchGlue:
     @staticmethod
     def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.silu(a) * b
+
+    @staticmethod
+    def projections(x: torch.Tensor, projs: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
+        """proj(x) for each projection of x (kernels.glue.TritonGlue: one GEMM over the stacked weights)."""
+        return tuple(p(x) for p in projs)
 
     @staticmethod
     def linear(x: torch.Tensor, proj: nn.Linear, residual: torch.Tensor | None = None) -> torch.Tensor:

@@ -185,9 +185,10 @@ if triton is not None:
         return 0.5 * x * (1.0 + (2.0 * tl.sigmoid(2.0 * u) - 1.0))
 
     @triton.jit
-    def _post_gate_kernel(OUT_TTT, G, LNW, LNB, Y, T, C, NH, eps,
+    def _post_gate_kernel(OUT_TTT, G, LNW, LNB, Y, T, C, NH, eps, SG,
                           F: tl.constexpr, BLOCK: tl.constexpr, HAS_GATE: tl.constexpr, K: tl.constexpr):  # fmt: skip
-        """y[b, t] = gelu_tanh(g[b, t]) * LayerNorm(o[b, :, t, :] as one row of C), one row a program."""
+        """y[b, t] = gelu_tanh(g[b, t]) * LayerNorm(o[b, :, t, :] as one row of C), one row a program; the gate's
+        rows are SG apart (a column slice of a stacked projection)."""
         row = tl.program_id(0).to(tl.int64)
         b = row // T
         t = row % T
@@ -203,17 +204,20 @@ if triton is not None:
         bias = tl.load(LNB + c, mask=m, other=0.0).to(tl.float32)
         y = (d * rstd * w + bias).to(dt)
         if HAS_GATE:
-            g = tl.load(G + row * C + c, mask=m, other=0.0).to(tl.float32)
+            g = tl.load(G + row * SG + c, mask=m, other=0.0).to(tl.float32)
             y = (_gelu_tanh(g, K).to(dt).to(tl.float32) * y.to(tl.float32)).to(dt)
         tl.store(Y + row * C + c, y, mask=m)
 
     @triton.jit
-    def _silu_mul_kernel(A, B, Y, N, BLOCK: tl.constexpr):
-        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    def _silu_mul_kernel(A, B, Y, N, SA, SB, BLOCK: tl.constexpr):
+        """y[r] = silu(a[r]) * b[r] for rows r of N values (program axis 1), rows of a and b SA and SB apart."""
+        r = tl.program_id(1).to(tl.int64)
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < N
-        a = tl.load(A + i, mask=m, other=0.0).to(tl.float32)
+        a = tl.load(A + r * SA + i, mask=m, other=0.0).to(tl.float32)
         s = (a * tl.sigmoid(a)).to(Y.dtype.element_ty).to(tl.float32)  # F.silu rounds, then the product
-        tl.store(Y + i, (s * tl.load(B + i, mask=m, other=0.0).to(tl.float32)).to(Y.dtype.element_ty), mask=m)
+        b = tl.load(B + r * SB + i, mask=m, other=0.0).to(tl.float32)
+        tl.store(Y + r * N + i, (s * b).to(Y.dtype.element_ty), mask=m)
 
 
 def _fail(fn: str, msg: str, exc=ValueError):
@@ -225,6 +229,12 @@ def _check_act(fn: str, name: str, x: torch.Tensor, dev: torch.device | None = N
         _fail(fn, f"{name} must be fp16, bf16 or fp32 (fp64 runs through the reference), got {x.dtype}", TypeError)
     if dev is not None and x.device != dev:
         _fail(fn, f"{name} is on {x.device}, expected {dev}")
+
+
+def _rows_of(x: torch.Tensor) -> bool:
+    """x [B, T, C] is rows of C unit-stride values, equally spaced (contiguous, or a column slice of a wider
+    contiguous tensor)."""
+    return x.stride(2) == 1 and x.stride(0) == x.shape[1] * x.stride(1)
 
 
 def _conv_params(conv: torch.nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -248,6 +258,31 @@ class TritonGlue:
             raise ValueError(f"conv_tile must be three powers of two (channels >= 2), got {conv_tile}")
         self.conv_tile = tuple(conv_tile)
         self._rope_tables: dict[tuple, torch.Tensor] = {}
+        self._stacks: dict[tuple, tuple] = {}  # stacked projection weights, by the projections' ids
+
+    def projections(self, x: torch.Tensor, projs: tuple[torch.nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
+        """proj(x) for each projection, as one GEMM over their stacked weights (made once, kept while the
+        weights are unchanged: a second copy of them); the results are column slices of one tensor."""
+        if len(projs) == 1:
+            return (projs[0](x),)
+        y = torch.nn.functional.linear(x, *self._stacked(projs))
+        return y.split([p.out_features for p in projs], dim=-1)
+
+    def _stacked(self, projs: tuple[torch.nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = tuple(id(p) for p in projs)
+        sig = tuple(
+            (p.weight.data_ptr(), p.weight._version, None if p.bias is None else p.bias._version) for p in projs
+        )
+        hit = self._stacks.get(key)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        w = torch.cat([p.weight.detach() for p in projs])
+        bias = None
+        if any(p.bias is not None for p in projs):
+            bias = torch.cat([p.bias.detach() if p.bias is not None else w.new_zeros(p.out_features) for p in projs])
+        if not (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):  # as for the RoPE table
+            self._stacks[key] = (sig, (w, bias))
+        return w, bias
 
     def _rope_table(self, device: torch.device, f: int, theta: float, mb: int) -> torch.Tensor:
         """[mb, f/2, 2] fp32 (cos, sin) at positions 0..mb-1: the reference's rotation factors, made once per
@@ -356,9 +391,11 @@ class TritonGlue:
             _check_act("post_gate", "gate", gate)
             if gate.shape != (B, T, C) or gate.dtype != dtype:
                 _fail("post_gate", f"gate must be [{B}, {T}, {C}] of {dtype}, got {tuple(gate.shape)} {gate.dtype}")
-            gate = gate.contiguous()
+            if not _rows_of(gate):
+                gate = gate.contiguous()
         y = torch.empty(B, T, C, device=o.device, dtype=dtype)
-        _post_gate_kernel[(B * T,)](o, gate if gate is not None else y, ln.weight, ln.bias, y, T, C, nh, eps,
+        sg = gate.stride(1) if gate is not None else C
+        _post_gate_kernel[(B * T,)](o, gate if gate is not None else y, ln.weight, ln.bias, y, T, C, nh, eps, sg,
                                     F=f, BLOCK=triton.next_power_of_2(C), HAS_GATE=gate is not None,
                                     K=_SQRT_2_OVER_PI, num_warps=8)  # fmt: skip
         return y
@@ -376,8 +413,11 @@ class TritonGlue:
         _check_act("silu_mul", "a", a)
         if a.shape != b.shape or a.dtype != b.dtype:
             _fail("silu_mul", f"a and b must match, got {tuple(a.shape)} {a.dtype} and {tuple(b.shape)} {b.dtype}")
-        a, b = a.contiguous(), b.contiguous()
-        y = torch.empty_like(a)
-        n = a.numel()
-        _silu_mul_kernel[(triton.cdiv(n, 2048),)](a, b, y, n, BLOCK=2048, num_warps=8)
+        n = a.shape[-1]
+        a2, b2 = (t.reshape(-1, n) for t in (a, b))  # views for column slices of a stacked projection
+        a2, b2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (a2, b2))
+        y = torch.empty(a.shape, device=a.device, dtype=a.dtype)
+        if y.numel():
+            grid = (triton.cdiv(n, 1024), a2.shape[0])
+            _silu_mul_kernel[grid](a2, b2, y, n, a2.stride(0), b2.stride(0), BLOCK=1024, num_warps=4)
         return y
