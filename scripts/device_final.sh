@@ -10,6 +10,7 @@
 #   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests,
 #                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
 #   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles), the baseline GPU tests
+#   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -34,7 +35,7 @@ MODE="${MODE:-check}"
 # the extension (ninja: a no-op on a warm machine that built it already); sm80 only for the tests
 if [ "$MODE" != glue ]; then  # the glue mode needs Triton only
   python3 -m ttt_infer.kernels.build > "$W/build_native.log" 2>&1 &
-  if [ "$MODE" = check ]; then python3 -m ttt_infer.kernels.build --variant sm80 > "$W/build_sm80.log" 2>&1 & fi
+  if [ "$MODE" = check ] || [ "$MODE" = prefill ]; then python3 -m ttt_infer.kernels.build --variant sm80 > "$W/build_sm80.log" 2>&1 & fi
   wait
   python3 -c "from ttt_infer.kernels import prefill; prefill.check_available()"
   done_step build || exit 1  # without the extension the prefill tests would only skip and the bench skip TTT
@@ -64,6 +65,28 @@ check)
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
   done_step "prefill op bench"
   python3 scripts/bench_prefill_op.py --report "$W/prefill_op.jsonl" | head -20
+  ;;
+prefill)
+  # a prefill kernel change: its GPU tests (both builds), the sanitizers, the op bench at every shape, then the
+  # decode bench (TTT-layer step, full model); ~5 min
+  grep -h "registers\|spill stores" "$W/build_native.log" | sort | uniq -c | head -12
+  timeout "${TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider --timeout=90 --durations=5 tests/test_prefill_errors.py \
+    tests/gpu/test_prefill.py > "$W/prefill_tests.log" 2>&1
+  done_step "prefill tests"; rc=$?
+  grep -E "passed|failed" "$W/prefill_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/prefill_tests.log" | head -10
+  for tool in memcheck racecheck; do
+    timeout "${SAN_S:-60}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_prefill.py \
+      > "$W/sanitizer_$tool.log" 2>&1
+    done_step "$tool"; tail -n 2 "$W/sanitizer_$tool.log"
+  done
+  timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-v5}" \
+    --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
+  done_step "prefill op bench"
+  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+  done_step "decode bench"
+  tail -n 22 "$W/decode.log"
+  grep -E "^\| tk" "$W/prefill_op.log" | grep linear | head -30
   ;;
 verify)
   # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
@@ -103,5 +126,5 @@ glue)
     > "$W/baselines_tests.log" 2>&1
   done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
   ;;
-*) echo "MODE must be check, verify, sweep or glue, got $MODE"; exit 2 ;;
+*) echo "MODE must be check, prefill, verify, sweep or glue, got $MODE"; exit 2 ;;
 esac
