@@ -100,13 +100,21 @@ verify)
   tail -n 22 "$W/decode.log"
   ;;
 sweep)
+  # RESUME=<jsonl>: start from those rows (the sweep measures only the points missing there)
+  if [ -n "${RESUME:-}" ]; then cp "$RESUME" "$W/bench.jsonl"; fi
+  if [ "${GLUE_TEST_S:-0}" -gt 0 ]; then
+    timeout "$GLUE_TEST_S" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py > "$W/glue_tests.log" 2>&1
+    done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
+  fi
   timeout "${SWEEP_S:-530}" python3 -m ttt_infer.cli bench --out "$W/bench.jsonl" --figures --no-progress \
     > "$W/bench.log" 2>&1
   done_step "bench sweep"
   if [ $(( $(date +%s) - T0 )) -gt 450 ]; then grep -E "^\S+\|" "$W/bench.log" | head -80; exit 0; fi  # no time for the extras
-  timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
-    > "$W/baselines_tests.log" 2>&1
-  done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  if [ "${BASE_S:-150}" -gt 0 ]; then
+    timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
+      > "$W/baselines_tests.log" 2>&1
+    done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  fi
   # where the full model's prefill time goes now: each glue kernel against its floor, one layer's profile
   timeout "${GLUE_S:-40}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" > "$W/glue.log" 2>&1
   done_step "glue bench"; tail -n 8 "$W/glue.log"

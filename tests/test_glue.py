@@ -161,6 +161,20 @@ def test_silu_mul(dtype):
     assert y.is_contiguous() and rel_err(y, TORCH_GLUE.silu_mul(a, b)) < TOL[dtype]
 
 
+@pytest.mark.gpu
+def test_row_kernels_past_65535_rows():
+    """B*T above 65535 rows (a prefill of 16 x 4096 tokens): no row count may land on a 65535-limited grid axis
+    (session 4: silu_mul put the rows on axis 1 and failed with `invalid argument` from B=16, T=4096 on)."""
+    rows, n = 70_000, 40
+    ab = rnd(rows, 2 * n, dtype=torch.float16, seed=11)
+    a, b = ab.split(n, dim=-1)  # column slices, as from a stacked projection
+    assert rel_err(GLUE.silu_mul(a, b), TORCH_GLUE.silu_mul(a, b)) < TOL[torch.float16]
+    o, gate = rnd(1, 2, rows, 64, dtype=torch.float16, seed=12), rnd(1, rows, 2 * 64, dtype=torch.float16, seed=13)
+    ln = nn.LayerNorm(2 * 64).to(DEV)
+    got = GLUE.post_gate(o, gate, ln, 1e-6, torch.float16)
+    assert rel_err(got, TORCH_GLUE.post_gate(o, gate, ln, 1e-6, torch.float16)) < TOL[torch.float16]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("bias", [False, True])
 def test_projections_as_one_gemm(dtype, bias):

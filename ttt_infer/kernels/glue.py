@@ -210,9 +210,10 @@ if triton is not None:
 
     @triton.jit
     def _silu_mul_kernel(A, B, Y, N, SA, SB, BLOCK: tl.constexpr):
-        """y[r] = silu(a[r]) * b[r] for rows r of N values (program axis 1), rows of a and b SA and SB apart."""
-        r = tl.program_id(1).to(tl.int64)
-        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        """y[r] = silu(a[r]) * b[r] for rows r of N values (program axis 0: up to 2^31 - 1 rows; axis 1 is
+        limited to 65535), rows of a and b SA and SB apart."""
+        r = tl.program_id(0).to(tl.int64)
+        i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         m = i < N
         a = tl.load(A + r * SA + i, mask=m, other=0.0).to(tl.float32)
         s = (a * tl.sigmoid(a)).to(Y.dtype.element_ty).to(tl.float32)  # F.silu rounds, then the product
@@ -418,6 +419,6 @@ class TritonGlue:
         a2, b2 = (t if t.stride(-1) == 1 else t.contiguous() for t in (a2, b2))
         y = torch.empty(a.shape, device=a.device, dtype=a.dtype)
         if y.numel():
-            grid = (triton.cdiv(n, 1024), a2.shape[0])
+            grid = (a2.shape[0], triton.cdiv(n, 1024))  # rows on axis 0: B*T can exceed 65535
             _silu_mul_kernel[grid](a2, b2, y, n, a2.stride(0), b2.stride(0), BLOCK=1024, num_warps=4)
         return y
