@@ -121,7 +121,6 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--no-fla", action="store_true")
     p.add_argument("--no-wgmma", action="store_true", help="do not time the opt-in Hopper wgmma kernel")
-    p.add_argument("--no-v5", action="store_true", help="do not time the one-barrier TTT-Linear candidate (impl v5)")
     p.add_argument("--no-v3", action="store_true", help="do not time the previous TTT-Linear kernel (impl v3)")
     p.add_argument("--label", default="", help="kernel version label stored with every point")
     p.add_argument("--ref-max-tokens", type=int, default=16 * 2048, help="time the PyTorch reference up to B*T")
@@ -170,8 +169,6 @@ def main(argv=None) -> int:
                 )
                 if kind == "linear" and not args.no_v3:
                     runs.append(("tk-v3", None, "v3"))  # the previous default, timed in the same run
-                if kind == "linear" and not args.no_v5:
-                    runs.append(("tk-v5", None, "v5"))  # the one-barrier candidate, timed in the same run
                 if kind == "linear" and not args.no_wgmma and prefill.wgmma_available():
                     runs.append(("tk-wgmma", None, "wgmma"))  # the opt-in Hopper kernel, beside the default
                 for impl, warps, kimpl in runs:

@@ -79,7 +79,7 @@ prefill)
       > "$W/sanitizer_$tool.log" 2>&1
     done_step "$tool"; tail -n 2 "$W/sanitizer_$tool.log"
   done
-  timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-v5}" \
+  timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-run}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
   done_step "prefill op bench"
   timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \

@@ -28,7 +28,7 @@ for kind in ("linear", "mlp"):
                 st.b2 = torch.zeros(B, nh, F, device="cuda")
                 st.x2 = torch.randn(B, nh, MB, hid, device="cuda")
                 st.g2 = torch.randn(B, nh, MB, F, device="cuda") * 0.05
-            for warps, impl in ((8, "default"), (16, "default")) if kind == "mlp" else ((None, "default"), (None, "v5")):
+            for warps in (8, 16) if kind == "mlp" else (None,):
                 s = st.clone()
                 out = prefill.ttt_prefill(
                     s,
@@ -39,7 +39,6 @@ for kind in ("linear", "mlp"):
                     tau,
                     start,
                     mlp_warps=warps,
-                    impl=impl,
                 )
                 torch.cuda.synchronize()
                 assert torch.isfinite(out.float()).all()

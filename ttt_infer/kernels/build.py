@@ -34,7 +34,6 @@ SOURCES = [
     "bindings.cpp",
     "ttt_linear_prefill.cu",
     "ttt_linear_prefill_v3.cu",
-    "ttt_linear_prefill_v5.cu",
     "ttt_linear_prefill_wgmma.cu",
     "ttt_mlp_prefill.cu",
 ]

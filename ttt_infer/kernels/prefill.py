@@ -72,7 +72,7 @@ def _check_tensor(t, name: str, shape: tuple, dtype: torch.dtype, device: torch.
         raise ValueError(f"{name} must be contiguous")
 
 
-IMPLS = ("default", "wgmma", "v3", "v5")
+IMPLS = ("default", "wgmma", "v3")
 
 
 def ttt_prefill(
@@ -100,8 +100,7 @@ def ttt_prefill(
     (8 or 16; default: setting TTT_INFER_MLP_WARPS, else the kernel's default) picks the TTT-MLP CTA size.
     `impl="wgmma"` (TTT-Linear only, opt-in) runs the Hopper warpgroup-MMA kernel: it needs a
     compute-capability 9.0 GPU and a build with 9.0a in TORCH_CUDA_ARCH_LIST, and raises otherwise.
-    `impl="v3"` (TTT-Linear only, opt-in) runs the previous default TTT-Linear kernel (v3; the default is v4);
-    `impl="v5"` the candidate with one block barrier a mini-batch step (opt-in until measured).
+    `impl="v3"` (TTT-Linear only, opt-in) runs the previous default TTT-Linear kernel (v3; the default is v4).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
