@@ -11,6 +11,7 @@
 #                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
 #   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles), the baseline GPU tests
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
+#   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -33,7 +34,7 @@ python3 -m ttt_infer.cli env > "$W/env.txt" 2>&1
 MODE="${MODE:-check}"
 
 # the extension (ninja: a no-op on a warm machine that built it already); sm80 only for the tests
-if [ "$MODE" != glue ]; then  # the glue mode needs Triton only
+if [ "$MODE" != glue ] && [ "$MODE" != ncu ]; then  # glue: Triton only; ncu: its own build
   python3 -m ttt_infer.kernels.build > "$W/build_native.log" 2>&1 &
   if [ "$MODE" = check ] || [ "$MODE" = prefill ]; then python3 -m ttt_infer.kernels.build --variant sm80 > "$W/build_sm80.log" 2>&1 & fi
   wait
@@ -88,6 +89,20 @@ prefill)
   tail -n 22 "$W/decode.log"
   grep -E "^\| tk" "$W/prefill_op.log" | grep linear | head -30
   ;;
+ncu)
+  # where the TTT-Linear prefill kernel's issue slots go (stall reasons, pipe use): a standalone launch
+  # (scripts/prefill_harness.cu, no torch) under Nsight Compute; ~1 min
+  nvcc -std=c++20 -O3 --expt-relaxed-constexpr --expt-extended-lambda -arch=sm_90a -lineinfo \
+    -I "$(python3 -c 'from ttt_infer.env import tk_root; print(tk_root())')/include" -I csrc \
+    scripts/prefill_harness.cu -o /tmp/prefill_harness > "$W/harness_build.log" 2>&1
+  done_step "harness build" || exit 1
+  timeout "${NCU_S:-120}" ncu --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+    --section Occupancy --section InstructionStats -k regex:ttt_linear -c 1 /tmp/prefill_harness 16 2048 \
+    > "$W/ncu_prefill.txt" 2>&1
+  done_step ncu
+  /tmp/prefill_harness 16 8192 6 | tee -a "$W/ncu_prefill.txt"
+  grep -E "Stall|Issued|Eligible|No Eligible|Pipe|Executed Ipc|Warp Cycles" "$W/ncu_prefill.txt" | head -40
+  ;;
 verify)
   # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
   timeout "${VERIFY_S:-420}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
@@ -134,5 +149,5 @@ glue)
     > "$W/baselines_tests.log" 2>&1
   done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
   ;;
-*) echo "MODE must be check, prefill, verify, sweep or glue, got $MODE"; exit 2 ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep or glue, got $MODE"; exit 2 ;;
 esac
