@@ -200,8 +200,9 @@ class TTTLayer(nn.Module):
         XV = xv.reshape(B, T, nh, f).transpose(1, 2).contiguous()  # [B, nh, T, f]
         acc = state_dtype(x.dtype)
         lr = self.learning_rate(x, glue)
+        start = None if seqlen is None else seqlen % b
         out = backend.inner(
-            state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), None if seqlen is None else seqlen % b, position
+            state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), start, position
         )  # [B, nh, T, f]
         return glue.linear(glue.post_gate(out, gate, self.post_norm, LN_EPS, x.dtype), self.o_proj, residual)
 
