@@ -32,7 +32,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-layers", type=int, default=None, help="override the number of layers")
     p.add_argument("--dtype", type=_dtype, default="fp32", help="fp64, fp32, fp16, bf16 (default fp32)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", choices=["reference", "kernels"], default="reference")
+    p.add_argument("--backend", choices=["reference", "reference-compiled", "kernels"], default="reference")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -151,6 +151,9 @@ class TTTLayer(nn.Module):
         """tau_i = max(0, 1/i + beta_i), i = 1..b: [b]. Cached until the parameter changes (a decode step
         would otherwise spend four tiny kernels a layer on it)."""
         beta = self.learnable_token_idx
+        if torch.compiler.is_compiling():  # in a compiled graph: computed in the graph (fused), no python cache
+            i = torch.arange(1, self.mini_batch_size + 1, dtype=dtype, device=beta.device)
+            return (1.0 / i + beta.detach().to(dtype)).clamp_min(0.0)
         try:
             key = (beta._version, beta.data_ptr(), beta.device, dtype)
         except RuntimeError:  # an inference-mode tensor has no version counter: no cache
@@ -178,7 +181,8 @@ class TTTLayer(nn.Module):
     ) -> torch.Tensor:
         """x [B, T, C] (after seq_norm) -> [B, T, C] (plus `residual` when given).
 
-        `seqlen` (python int) and `position` ([1] int64 tensor) both count the tokens before x.
+        `seqlen` (python int) and `position` ([1] int64 tensor) both count the tokens before x; `seqlen` is
+        None in a compiled decode step (the backend then reads `position` only).
         """
         B, T, C = x.shape
         nh, f, b = self.num_heads, self.head_dim, self.mini_batch_size
@@ -196,8 +200,9 @@ class TTTLayer(nn.Module):
         XV = xv.reshape(B, T, nh, f).transpose(1, 2).contiguous()  # [B, nh, T, f]
         acc = state_dtype(x.dtype)
         lr = self.learning_rate(x, glue)
+        start = None if seqlen is None else seqlen % b
         out = backend.inner(
-            state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), seqlen % b, position
+            state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), start, position
         )  # [B, nh, T, f]
         return glue.linear(glue.post_gate(out, gate, self.post_norm, LN_EPS, x.dtype), self.o_proj, residual)
 

@@ -23,13 +23,14 @@ class Block(nn.Module):
         self.seq_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cache: ModelCache, i: int, backend: Backend) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: ModelCache, i: int, backend: Backend, seqlen: int | None) -> torch.Tensor:
+        """`seqlen`: the python position (cache.seqlen), or None in a compiled decode step."""
         glue = getattr(backend, "glue", None)  # fused kernels for the work around the TTT op, if the backend has them
         if cache.pre_conv is not None:
             x = self.conv(x, cache.pre_conv[i], glue)  # x + conv(norm(x))
         qk_conv = cache.qk_conv[i] if cache.qk_conv is not None else None
         x = self.seq_modeling_block(
-            self.seq_norm(x, glue), cache.ttt[i], qk_conv, cache.seqlen, cache.position, backend, residual=x
+            self.seq_norm(x, glue), cache.ttt[i], qk_conv, seqlen, cache.position, backend, residual=x
         )
         return self.mlp(self.ffn_norm(x, glue), glue, residual=x)
 
@@ -43,7 +44,8 @@ class TTTModel(nn.Module):
 
 
 class TTTForCausalLM(nn.Module):
-    """The language model. `backend` ("reference" or "kernels") picks the TTT inner-loop implementation.
+    """The language model. `backend` ("reference", "reference-compiled" or "kernels") picks the TTT
+    inner-loop implementation ("reference-compiled": the reference with torch.compile'd decode steps).
 
     model(input_ids) -> logits [B, T, vocab] (fp32; fp64 for an fp64 model); pass `cache` to continue a sequence.
     """
@@ -120,13 +122,25 @@ class TTTForCausalLM(nn.Module):
             cache = self.new_cache(input_ids.shape[0])
         elif cache.batch_size != input_ids.shape[0]:
             raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {input_ids.shape[0]}")
+        if input_ids.shape[1] == 1 and getattr(self._backend, "compiled_decode", False):
+            logits = self._backend.compile(self._decode_graph)(input_ids, cache)
+        else:
+            logits = self._logits(input_ids, cache, cache.seqlen, last_only)
+        cache.advance(input_ids.shape[1])
+        return logits
+
+    def _logits(self, input_ids: torch.Tensor, cache: ModelCache, seqlen: int | None, last_only: bool) -> torch.Tensor:
+        """The model body: updates the cache's states (not its position) and returns the logits."""
         x = self.model.embed_tokens(input_ids)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cache, i, self._backend)
-        cache.advance(input_ids.shape[1])
+            x = layer(x, cache, i, self._backend, seqlen)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.model.norm(x, getattr(self._backend, "glue", None))).to(state_dtype(self.dtype))
+
+    def _decode_graph(self, input_ids: torch.Tensor, cache: ModelCache) -> torch.Tensor:
+        """One decode step with no python position (only cache.position): what "reference-compiled" compiles."""
+        return self._logits(input_ids, cache, None, False)
 
     def decode_step(self, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
         """One token per sequence, tokens [B] -> logits [B, vocab]."""

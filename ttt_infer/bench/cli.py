@@ -45,7 +45,11 @@ def add_parser(sub) -> None:
     p.add_argument("--full", action="store_true", help="the seed paper's full grid (hours)")
     p.add_argument("--kinds", type=_names(KINDS), default=KINDS, help="subset of prefill,decode,prefill_decode")
     p.add_argument("--models", type=_names(MODELS), help="subset of " + ",".join(MODELS))
-    p.add_argument("--backends", type=_names(("kernels", "reference")), help="TTT backends (default both)")
+    p.add_argument(
+        "--backends",
+        type=_names(("kernels", "reference", "reference-compiled")),
+        help="TTT backends (default kernels,reference; reference-compiled: the reference's decode step torch.compile'd)",
+    )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     p.add_argument("--prefill-batches", type=_ints)
     p.add_argument("--prefill-lens", type=_ints)

@@ -42,7 +42,10 @@ class ModelUnavailable(RuntimeError):
 
 
 class TTTBench:
-    """TTT-Linear / TTT-MLP, 1b config, Mamba backbone (as the seed benchmarked), either backend."""
+    """TTT-Linear / TTT-MLP, 1b config, Mamba backbone (as the seed benchmarked), any backend.
+
+    compiler: the torch.compile backend of "reference-compiled" (inductor; the CPU tests use aot_eager).
+    """
 
     def __init__(
         self,
@@ -52,6 +55,7 @@ class TTTBench:
         backend: str,
         num_layers: int | None = None,
         size: str = "1b",
+        compiler: str = "inductor",
         **config_overrides,
     ) -> None:
         from ..config import TTTConfig
@@ -68,11 +72,16 @@ class TTTBench:
         except KernelsUnavailable as e:
             raise ModelUnavailable(str(e)) from e
         self.name = f"ttt-{layer_type}"
-        self.implementation = (
-            "kernels: ThunderKittens prefill + Triton decode, CUDA-graph decode"
-            if backend == "kernels"
-            else "reference: PyTorch eager (dual-form prefill, primal-form decode)"
-        )
+        if backend == "reference-compiled":
+            self.model._backend.compiler = compiler
+        self.implementation = {
+            "kernels": "kernels: ThunderKittens prefill + Triton decode, CUDA-graph decode",
+            "reference": "reference: PyTorch eager (dual-form prefill, primal-form decode)",
+            "reference-compiled": (
+                "reference-compiled: PyTorch eager dual-form prefill; decode step (whole model, primal form) "
+                f"torch.compile'd, backend {compiler}, fullgraph, static shapes, compiled in the warm-up steps"
+            ),
+        }[backend]
         lim = ttt_limits(cfg, weight_bytes_per_param=torch.finfo(dtype).bits // 8)
         self.params = lim["params"]
         self.prefill_flops_per_token = lim["prefill_flops_per_token"]

@@ -179,6 +179,50 @@ def primal_step(st: TTTState, xq, xk, xv, lr, ln_w, ln_b, tau, start: int) -> to
     return out
 
 
+@torch.no_grad()
+def primal_step_at(st: TTTState, xq, xk, xv, lr, ln_w, ln_b, tau, position: torch.Tensor) -> torch.Tensor:
+    """`primal_step` with the position read from a device tensor and no python branch on it.
+
+    `position` ([1] or [] int64, the absolute token offset) stays on the device: the row of the
+    mini-batch is p = position mod b, the rows written by index_copy_, the rows j > p masked out of the
+    sums (their lr set to 0) and the end-of-mini-batch update selected by torch.where. The traced graph
+    is then the same for every p, so torch.compile compiles it once (backend "reference-compiled").
+    Same math as `primal_step`; the sums run over all b rows (the masked ones add exact zeros), so the
+    result can differ from it by rounding only. Returns [B, nh, 1, f].
+    """
+    if xq.shape[2] != 1:
+        raise ValueError(f"primal_step_at takes one token, got {xq.shape[2]}")
+    b, acc, mm, lnw, lnb, (q, k, v), lr, tau = _prepare(st, xq, xk, xv, lr, ln_w, ln_b, tau, 0)
+    row = position.reshape(1).to(torch.int64) % b  # [1]: p
+    g1, x2, g2 = _gradients(st, k, v, lnw, lnb, mm)
+    st.k.index_copy_(2, row, k)
+    st.lr.index_copy_(2, row, lr)
+    st.g1.index_copy_(2, row, g1)
+    if x2 is not None:
+        st.x2.index_copy_(2, row, x2)
+        st.g2.index_copy_(2, row, g2)
+    seen = torch.arange(b, device=row.device) <= row  # [b]: rows 0..p of the current mini-batch
+    lr_rows = torch.where(seen, st.lr, torch.zeros((), dtype=acc, device=st.lr.device))[..., None]  # [B, nh, b, 1]
+    tau_p = tau.index_select(0, row)  # [1]
+    # W_i = W - tau_i * sum_{j<=i} lr_j k_j^T g_j, likewise b_i
+    W1 = st.W1 - tau_p * mm((lr_rows * st.k).transpose(-1, -2), st.g1)
+    b1 = st.b1 - tau_p * (lr_rows * st.g1).sum(2)
+    z = mm(q, W1) + b1[:, :, None]
+    if st.W2 is not None:
+        W2 = st.W2 - tau_p * mm((lr_rows * st.x2).transpose(-1, -2), st.g2)
+        b2 = st.b2 - tau_p * (lr_rows * st.g2).sum(2)
+        z = mm(gelu_tanh(z), W2) + b2[:, :, None]
+    out = q + ln_fwd(z, lnw, lnb)
+    # the mini-batch is complete at p == b - 1: its last W_i is the next mini-batch's W
+    last = row == b - 1  # [1], broadcast over every state tensor
+    st.W1.copy_(torch.where(last, W1, st.W1))
+    st.b1.copy_(torch.where(last, b1, st.b1))
+    if st.W2 is not None:
+        st.W2.copy_(torch.where(last, W2, st.W2))
+        st.b2.copy_(torch.where(last, b2, st.b2))
+    return out
+
+
 def primal_forward(st: TTTState, xq, xk, xv, lr, ln_w, ln_b, tau, start: int = 0) -> torch.Tensor:
     """T tokens, one primal step each (slow; for tests)."""
     outs = []
