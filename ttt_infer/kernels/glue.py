@@ -20,17 +20,8 @@ import torch
 
 from ..layers import rope_rotation
 from . import KernelsUnavailable
+from .decode.common import _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
-
-try:  # Triton is optional: the package imports without it
-    import triton
-    import triton.language as tl
-except ImportError as _e:  # pragma: no cover - exercised only where Triton is absent
-    triton = None
-    tl = None
-    _TRITON_ERROR: Exception | None = _e
-else:
-    _TRITON_ERROR = None
 
 _ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
