@@ -90,18 +90,27 @@ prefill)
   grep -E "^\| tk" "$W/prefill_op.log" | grep linear | head -30
   ;;
 ncu)
-  # where the TTT-Linear prefill kernel's issue slots go (stall reasons, pipe use): a standalone launch
-  # (scripts/prefill_harness.cu, no torch) under Nsight Compute; ~1 min
+  # where the TTT-Linear prefill kernel's issue slots go: a standalone launch (scripts/prefill_harness.cu, no
+  # torch) under Nsight Compute (full set at B=16 T=2048, the per-SASS-line stall samples as CSV; warp states
+  # at B=1), then the step time against the CTAs sharing an SM (1, 2, 3, 4 a SM through unused dynamic shared
+  # memory; B=33: 1056 CTAs = whole waves of 132 SMs for 1, 2 and 4); ~2 min
   nvcc -std=c++20 -O3 --expt-relaxed-constexpr --expt-extended-lambda -arch=sm_90a -lineinfo \
     -I "$(python3 -c 'from ttt_infer.env import tk_root; print(tk_root())')/include" -I csrc \
     scripts/prefill_harness.cu -o /tmp/prefill_harness > "$W/harness_build.log" 2>&1
   done_step "harness build" || exit 1
-  timeout "${NCU_S:-120}" ncu --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
-    --section Occupancy --section InstructionStats -k regex:ttt_linear -c 1 /tmp/prefill_harness 16 2048 \
-    > "$W/ncu_prefill.txt" 2>&1
-  done_step ncu
-  /tmp/prefill_harness 16 8192 6 | tee -a "$W/ncu_prefill.txt"
-  grep -E "Stall|Issued|Eligible|No Eligible|Pipe|Executed Ipc|Warp Cycles" "$W/ncu_prefill.txt" | head -40
+  timeout "${NCU_S:-150}" ncu --set full --import-source yes -k regex:ttt_linear -c 1 -o "$W/ncu_b16" -f \
+    /tmp/prefill_harness 16 2048 > "$W/ncu_run.log" 2>&1
+  done_step "ncu full"
+  ncu -i "$W/ncu_b16.ncu-rep" --page details > "$W/ncu_b16.txt" 2>&1
+  ncu -i "$W/ncu_b16.ncu-rep" --page source --csv --print-source sass > "$W/ncu_b16_sass.csv" 2>&1
+  timeout 60 ncu --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+    -k regex:ttt_linear -c 1 /tmp/prefill_harness 1 2048 > "$W/ncu_b1.txt" 2>&1
+  done_step "ncu B=1"
+  for x in 0 36 60 100; do /tmp/prefill_harness 33 4096 4 $x; done | tee "$W/occupancy.txt"
+  /tmp/prefill_harness 16 8192 6 | tee -a "$W/occupancy.txt"
+  /tmp/prefill_harness 1 32768 3 | tee -a "$W/occupancy.txt"
+  grep -E "Stall|Issued|Eligible|No Eligible|Pipe|Executed Ipc|Warp Cycles|Bank|Frequency" "$W/ncu_b16.txt" | head -60
+  grep -E "Warp Cycles|Eligible|Issued" "$W/ncu_b1.txt" | head
   ;;
 verify)
   # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
