@@ -9,7 +9,8 @@
 #                decode benchmark (TTT-layer step alone, full model)
 #   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests,
 #                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
-#   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles), the baseline GPU tests
+#   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles; GLUE_ARGS: more options),
+#                the decode bench if DECODE_S > 0, the baseline GPU tests unless BASE_S=0
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
@@ -152,11 +153,18 @@ glue)
     > "$W/glue_tests.log" 2>&1
   done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
   timeout "${GLUE_S:-80}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" \
-    --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" > "$W/glue.log" 2>&1
+    --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" ${GLUE_ARGS:-} > "$W/glue.log" 2>&1
   done_step "glue bench"; cat "$W/glue.log"
-  timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
-    > "$W/baselines_tests.log" 2>&1
-  done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  if [ "${DECODE_S:-0}" -gt 0 ]; then  # the full-model decode bench too (a glue change that touches decode)
+    timeout "$DECODE_S" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+      --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    done_step "decode bench"; tail -n 22 "$W/decode.log"
+  fi
+  if [ "${BASE_S:-150}" -gt 0 ]; then
+    timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
+      > "$W/baselines_tests.log" 2>&1
+    done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  fi
   ;;
 *) echo "MODE must be check, prefill, ncu, verify, sweep or glue, got $MODE"; exit 2 ;;
 esac
