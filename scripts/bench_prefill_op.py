@@ -79,7 +79,7 @@ def time_once(fn) -> float:
     return s.elapsed_time(e)
 
 
-IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "tk-wgmma": "TK wgmma", "tk-v3": "TK (v3 kernel)", "tk-v5": "TK (v5 kernel)", "fla.chunk_ttt_linear": "fla chunk",
+IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "tk-wgmma": "TK wgmma", "tk-v3": "TK (v3 kernel)", "tk-v4": "TK (v4 kernel)", "tk-v5": "TK (v5 kernel)", "fla.chunk_ttt_linear": "fla chunk",
               "fla.fused_chunk_ttt_linear": "fla fused", "torch-reference": "PyTorch ref"}  # fmt: skip
 
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--no-fla", action="store_true")
     p.add_argument("--no-wgmma", action="store_true", help="do not time the opt-in Hopper wgmma kernel")
-    p.add_argument("--no-v3", action="store_true", help="do not time the previous TTT-Linear kernel (impl v3)")
+    p.add_argument("--no-prev", action="store_true", help="do not time the previous TTT-Linear kernel (impl v4)")
     p.add_argument("--label", default="", help="kernel version label stored with every point")
     p.add_argument("--ref-max-tokens", type=int, default=16 * 2048, help="time the PyTorch reference up to B*T")
     args = p.parse_args(argv)
@@ -167,8 +167,8 @@ def main(argv=None) -> int:
                 runs = (
                     [("tk", None, "default")] if kind == "linear" else [("tk", 8, "default"), ("tk-16w", 16, "default")]
                 )
-                if kind == "linear" and not args.no_v3:
-                    runs.append(("tk-v3", None, "v3"))  # the previous default, timed in the same run
+                if kind == "linear" and not args.no_prev:
+                    runs.append(("tk-v4", None, "v4"))  # the previous default, timed in the same run
                 if kind == "linear" and not args.no_wgmma and prefill.wgmma_available():
                     runs.append(("tk-wgmma", None, "wgmma"))  # the opt-in Hopper kernel, beside the default
                 for impl, warps, kimpl in runs:

@@ -84,11 +84,13 @@ prefill)
   timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-run}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
   done_step "prefill op bench"
-  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
-    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
-  done_step "decode bench"
-  tail -n 22 "$W/decode.log"
-  grep -E "^\| tk" "$W/prefill_op.log" | grep linear | head -30
+  if [ "${DECODE_S:-100}" -gt 0 ]; then
+    timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+      --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    done_step "decode bench"
+    tail -n 22 "$W/decode.log"
+  fi
+  python3 scripts/bench_prefill_op.py --report "$W/prefill_op.jsonl" | head -24
   ;;
 ncu)
   # where the TTT-Linear prefill kernel's issue slots go: a standalone launch (scripts/prefill_harness.cu, no
@@ -107,9 +109,12 @@ ncu)
   timeout 60 ncu --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
     -k regex:ttt_linear -c 1 /tmp/prefill_harness 1 2048 > "$W/ncu_b1.txt" 2>&1
   done_step "ncu B=1"
-  for x in 0 36 60 100; do /tmp/prefill_harness 33 4096 4 $x; done | tee "$W/occupancy.txt"
-  /tmp/prefill_harness 16 8192 6 | tee -a "$W/occupancy.txt"
-  /tmp/prefill_harness 1 32768 3 | tee -a "$W/occupancy.txt"
+  for v in "" 1; do  # the default kernel, then (HARNESS_V4=1) the same kernel with v4's layouts
+    echo "== HARNESS_V4=$v"
+    for x in 0 36 60 100; do HARNESS_V4=$v /tmp/prefill_harness 33 4096 4 $x; done
+    HARNESS_V4=$v /tmp/prefill_harness 16 8192 6
+    HARNESS_V4=$v /tmp/prefill_harness 1 32768 3
+  done | tee "$W/occupancy.txt"
   grep -E "Stall|Issued|Eligible|No Eligible|Pipe|Executed Ipc|Warp Cycles|Bank|Frequency" "$W/ncu_b16.txt" | head -60
   grep -E "Warp Cycles|Eligible|Issued" "$W/ncu_b1.txt" | head
   ;;

@@ -2,7 +2,7 @@
 //   nvcc -std=c++20 -O3 --expt-relaxed-constexpr --expt-extended-lambda -arch=sm_90a -lineinfo \
 //        -I third_party/ThunderKittens/include -I csrc scripts/prefill_harness.cu -o /tmp/prefill_harness
 //   ncu --section WarpStateStats --section SchedulerStats -k regex:ttt_linear /tmp/prefill_harness 16 2048
-// Arguments: B T [launches [extra KB]]: `extra` KB of dynamic shared memory a CTA (unused by the kernel) caps
+// Arguments: B T [launches [extra KB]] (environment HARNESS_V4 set: the v4 layouts): `extra` KB of dynamic shared memory a CTA (unused by the kernel) caps
 // the CTAs an SM holds (the kernel's 30 KB + extra against the SM's 228 KB): how the step time scales with
 // the CTAs sharing an SM (each SM sub-partition runs one warp of each resident CTA).
 // Inputs are random (a fixed LCG), the state small; the harness checks only that the output is finite.
@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
   CK(cudaMemset(g, 0, (size_t)BH * MB * F * 4));
   CK(cudaMemset(lrr, 0, (size_t)BH * MB * 4));
   LinearPrefillArgs a{q, kk, v, lr, tau, lnw, lnb, W, b, k, g, lrr, out, BH, nh, T, 0};
-  auto kern = ttt_linear_prefill_kernel<bf16>;
+  auto kern = (std::getenv("HARNESS_V4") && *std::getenv("HARNESS_V4")) ? ttt_linear_prefill_kernel<bf16, true> : ttt_linear_prefill_kernel<bf16, false>;
   CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, extra));
   int per_sm = 0, sms = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 128, extra));
