@@ -123,11 +123,13 @@ verify)
   timeout "${VERIFY_S:-420}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
     > "$W/verify/log.txt" 2>&1
   done_step verify
-  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
-    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
-  done_step "decode bench"
+  if [ "${DECODE_S:-100}" -gt 0 ]; then
+    timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+      --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    done_step "decode bench"
+    tail -n 22 "$W/decode.log"
+  fi
   tail -n 40 "$W/verify/log.txt"
-  tail -n 22 "$W/decode.log"
   ;;
 sweep)
   # RESUME=<jsonl>: start from those rows (the sweep measures only the points missing there)
