@@ -1,4 +1,4 @@
-// Fragment-level helpers of the TTT-Linear prefill kernel v4 (csrc/ttt_linear_prefill.cu; also used by the
+// Fragment-level helpers of the TTT-Linear prefill kernel v4/v6 (csrc/ttt_linear_prefill.cu; also used by the
 // one-barrier v5 on branch prefill-v5): m16n8k16 MMAs on raw fragments, movmatrix, ldmatrix of 16x16 blocks, the
 // per-warp row partials of a LayerNorm and their combination, phase 1 (Z, Zq, A = Q K^T) and M's fragment.
 // Layout (f = 64, mini-batch 16): warp w owns columns 16w..16w+15 in the m16n8 accumulator layout (lane l:

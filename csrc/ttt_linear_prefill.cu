@@ -1,4 +1,6 @@
 // TTT-Linear prefill: the whole dual-form scan over a prompt, one CTA (4 warps) per (batch, head).
+// v6 = v4's register layout (below) with conflict-free shared-memory layouts for the input staging and the
+// LayerNorm partials (see `stage` and red_index; v4's layouts stay selectable by the V4 template flag).
 //
 // v4 layout (f = 64, mini-batch b = 16): warp w owns columns s = 16w..16w+15 of everything, end to end:
 // W[:, s] as Wt_w = W[:, s]^T (a 16x64 fp32 register tile for the whole prompt), and Z, G, Zbar and the
