@@ -159,6 +159,7 @@ glue)
   timeout "${GLUE_TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py \
     > "$W/glue_tests.log" 2>&1
   done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
+  # shellcheck disable=SC2086  # GLUE_ARGS is a list of options
   timeout "${GLUE_S:-80}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" \
     --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" ${GLUE_ARGS:-} > "$W/glue.log" 2>&1
   done_step "glue bench"; cat "$W/glue.log"
