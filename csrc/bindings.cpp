@@ -22,7 +22,7 @@ ttt::InDtype in_dtype(const torch::Tensor &x) {
 void linear_prefill_impl(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
                          torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
                          torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start, int impl) {
-  const bool wgmma = impl == 1;  // 0: default (v4), 1: wgmma, 2: v3
+  const bool wgmma = impl == 1;  // 0: default (v6), 1: wgmma, 2: v4
   const auto dt = xq.scalar_type();
   for (auto *p : {&xq, &xk, &xv, &out}) check(*p, "xq/xk/xv/out", dt);
   for (auto *p : {&lr, &tau, &ln_w, &ln_b, &W1, &b1, &k, &g1, &lr_rows}) check(*p, "fp32 argument", at::kFloat);
@@ -42,7 +42,7 @@ void linear_prefill_impl(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, t
   }
   const auto stream = at::cuda::getCurrentCUDAStream();
   const cudaError_t e = wgmma       ? ttt::launch_linear_prefill_wgmma(a, in_dtype(xq), stream)
-                        : impl == 2 ? ttt::launch_linear_prefill_v3(a, in_dtype(xq), stream)
+                        : impl == 2 ? ttt::launch_linear_prefill_v4(a, in_dtype(xq), stream)
                                     : ttt::launch_linear_prefill(a, in_dtype(xq), stream);
   TORCH_CHECK(e == cudaSuccess, "ttt linear prefill launch failed: ", cudaGetErrorString(e));
 }
@@ -59,7 +59,7 @@ void linear_prefill_wgmma(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, 
   linear_prefill_impl(xq, xk, xv, lr, tau, ln_w, ln_b, W1, b1, k, g1, lr_rows, out, start, 1);
 }
 
-void linear_prefill_v3(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
+void linear_prefill_v4(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Tensor lr, torch::Tensor tau,
                        torch::Tensor ln_w, torch::Tensor ln_b, torch::Tensor W1, torch::Tensor b1, torch::Tensor k,
                        torch::Tensor g1, torch::Tensor lr_rows, torch::Tensor out, int64_t start) {
   linear_prefill_impl(xq, xk, xv, lr, tau, ln_w, ln_b, W1, b1, k, g1, lr_rows, out, start, 2);
@@ -91,11 +91,11 @@ void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Te
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16)";
-  m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill, v4 (state updated in place; writes out)");
+  m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill, v6 (state updated in place; writes out)");
   m.def("linear_prefill_wgmma", &linear_prefill_wgmma,
         "TTT-Linear prefill, Hopper warpgroup-MMA variant (sm_90a builds on compute capability 9.0 only)");
-  m.def("linear_prefill_v3", &linear_prefill_v3,
-        "TTT-Linear prefill, the previous default kernel (v3), for same-run comparisons with the default (v4)");
+  m.def("linear_prefill_v4", &linear_prefill_v4,
+        "TTT-Linear prefill, the previous default kernel (v4), for same-run comparisons with the default (v6)");
   m.def("linear_prefill_wgmma_available", &linear_prefill_wgmma_available,
         "True when this build has the sm_90a wgmma kernel and the current device can run it");
   m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out); warps: 8 or 16 (0: default)");

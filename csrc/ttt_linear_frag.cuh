@@ -1,4 +1,4 @@
-// Fragment-level helpers of the TTT-Linear prefill kernel v4 (csrc/ttt_linear_prefill.cu; also used by the
+// Fragment-level helpers of the TTT-Linear prefill kernel v4/v6 (csrc/ttt_linear_prefill.cu; also used by the
 // one-barrier v5 on branch prefill-v5): m16n8k16 MMAs on raw fragments, movmatrix, ldmatrix of 16x16 blocks, the
 // per-warp row partials of a LayerNorm and their combination, phase 1 (Z, Zq, A = Q K^T) and M's fragment.
 // Layout (f = 64, mini-batch 16): warp w owns columns 16w..16w+15 in the m16n8 accumulator layout (lane l:
@@ -60,11 +60,30 @@ __device__ inline void unpack8(float (&x)[8], const uint32_t (&r)[4]) {
   }
 }
 
-// This warp's partials of one LayerNorm's row statistics, written to red[row][w] for the lane's own row
+// Where the partial of row r from warp w lives in a [4 * MB] float2 exchange buffer. v6: warp-major (w MB + r):
+// the 16 rows one warp writes are 128 contiguous bytes (one wavefront; row-major put rows 0, 4, 8, 12 on one
+// bank), and a lane reads its row's 4 partials with 4 conflict-free 8-byte loads. V4: row-major (4 r + w), read
+// as two 16-byte loads of which ncu (session 5) counted twice the ideal wavefronts.
+template <bool V4>
+__device__ constexpr int red_index(int r, int w) { return V4 ? 4 * r + w : w * MB + r; }
+
+// The partials of warps w0 and w0 + 1 for row r as (S_w0, M_w0, S_w0+1, M_w0+1).
+template <bool V4>
+__device__ inline float4 red_pair(const float2 *red, int r, int w0) {
+  if constexpr (V4) {
+    return *reinterpret_cast<const float4 *>(&red[red_index<V4>(r, w0)]);
+  } else {
+    const float2 a = red[red_index<V4>(r, w0)], b = red[red_index<V4>(r, w0 + 1)];
+    return make_float4(a.x, a.y, b.x, b.y);
+  }
+}
+
+// This warp's partials of one LayerNorm's row statistics, written to red[red_index(row, w)] for the lane's own row
 // ro = g + 8 (q & 1): (sum over the warp's 16 columns, sum of squares about that 16-column mean). Quad
 // sums: the row sums for both rows (all 4 lanes need both means to centre), then the squares reduced
 // "transposed" (each lane keeps one row after the first exchange: 2 shuffles for the two rows).
-__device__ inline void ln_partials(const float (&z)[8], float2 (*red)[4], int w, int lane) {
+template <bool V4>
+__device__ inline void ln_partials(const float (&z)[8], float2 *red, int w, int lane) {
   const bool odd = lane & 1;
   float s0 = (z[0] + z[1]) + (z[4] + z[5]);
   float s1 = (z[2] + z[3]) + (z[6] + z[7]);
@@ -83,16 +102,17 @@ __device__ inline void ln_partials(const float (&z)[8], float2 (*red)[4], int w,
   const float send = odd ? q0 : q1;
   keep += __shfl_xor_sync(0xffffffffu, send, 1);
   keep += __shfl_xor_sync(0xffffffffu, keep, 2);
-  red[lane / 4 + 8 * (lane & 1)][w] = make_float2(odd ? s1 : s0, keep);
+  red[red_index<V4>(lane / 4 + 8 * (lane & 1), w)] = make_float2(odd ? s1 : s0, keep);
 }
 
 // After the barrier: the LayerNorm of the lane's two rows from the 4 warps' partials. Each lane combines
 // its own row (ro = g + 8 (q & 1)) and gets the other from its quad partner (lane ^ 1). Returns, for row
 // r = 0 (g) and 1 (g + 8), rstd[r] and nmr[r] = -mean rstd, so that xh = z rstd + nmr.
-__device__ inline float ln_stats(const float2 (*red)[4], int lane, float (&rstd)[2], float (&nmr)[2]) {
+template <bool V4>
+__device__ inline float ln_stats(const float2 *red, int lane, float (&rstd)[2], float (&nmr)[2]) {
   const bool odd = lane & 1;
-  const float4 u = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][0]);  // S0 M0 S1 M1
-  const float4 v = *reinterpret_cast<const float4 *>(&red[lane / 4 + 8 * (lane & 1)][2]);  // S2 M2 S3 M3
+  const float4 u = red_pair<V4>(red, lane / 4 + 8 * (lane & 1), 0);  // S0 M0 S1 M1
+  const float4 v = red_pair<V4>(red, lane / 4 + 8 * (lane & 1), 2);  // S2 M2 S3 M3
   const float nmean = ((u.x + u.z) + (v.x + v.z)) * (-1.f / F);  // -mean (no separate negation)
   const float d0 = fmaf(u.x, 1.f / 16, nmean), d1 = fmaf(u.z, 1.f / 16, nmean);
   const float d2 = fmaf(v.x, 1.f / 16, nmean), d3 = fmaf(v.z, 1.f / 16, nmean);

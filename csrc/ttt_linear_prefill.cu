@@ -1,4 +1,6 @@
 // TTT-Linear prefill: the whole dual-form scan over a prompt, one CTA (4 warps) per (batch, head).
+// v6 = v4's register layout (below) with conflict-free shared-memory layouts for the input staging and the
+// LayerNorm partials (see `stage` and red_index; v4's layouts stay selectable by the V4 template flag).
 //
 // v4 layout (f = 64, mini-batch b = 16): warp w owns columns s = 16w..16w+15 of everything, end to end:
 // W[:, s] as Wt_w = W[:, s]^T (a 16x64 fp32 register tile for the whole prompt), and Z, G, Zbar and the
@@ -51,8 +53,9 @@ constexpr int LIN_STAGES = 4;
 //   red_b:        written before B3, read in phase 4 (before B1(s+1)); rewritten before B3(s+1), after B2(s+1).
 template <typename TT>
 struct LinearSmem {
-  // per-row, per-warp partial sums (row r, warp w at [r][w]): Z (sum, M2), gh (sum gh, sum gh xh), Zbar (sum, M2)
-  float2 red_z[MB][4], red_g[MB][4], red_b[MB][4];
+  // per-row, per-warp partial sums (row r, warp w at red_index<V4>(r, w)): Z (sum, M2), gh (sum gh, sum gh xh),
+  // Zbar (sum, M2)
+  float2 red_z[4 * MB], red_g[4 * MB], red_b[4 * MB];
   // M = -eta * (tril(Q K^T) + 1) (16x16, 16-bit) as lane l's A fragment of the phase-3 product: .x, .y from
   // warp 0 (columns 0-7 of M), .z, .w from warp 1 (columns 8-15)
   uint4 mfrag[32];
@@ -62,7 +65,10 @@ struct LinearSmem {
 };
 
 
-template <typename TT>
+// V4 = true: v4's shared-memory layouts (the opt-in impl "v4", kept for same-run timing): input staging a half
+// row a lane and row-major partials. v6 (the default) changes only those two layouts; the arithmetic is the
+// same, so the two give bit-identical results (tests/gpu/test_prefill.py checks it).
+template <typename TT, bool V4>
 __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const LinearPrefillArgs a) {
   using namespace lin4;
   __shared__ __align__(16) LinearSmem<TT> s;
@@ -83,25 +89,42 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   const int nseg = (start + T + MB - 1) / MB;
   const int n_last = start + T - (nseg - 1) * MB;  // rows of the last segment, 1..16
 
-  // Input staging (v4): warp 1 copies q, warp 2 k, warp 3 v; lane l one half row (row l / 2, features
-  // 32 (l % 2)..+31: four 16-byte chunks from one base address, the 4 copies at immediate offsets); warp 0
-  // (which computes M in phase 1) copies only the 16 learning rates. v3: every thread one chunk of each
-  // of q, k and v (three 64-bit address computations a thread).
-  const int st_row = lane / 2;
-  const TT *st_src = (w == 1 ? gq : w == 2 ? gk : gv) + 32 * (lane % 2);
-  TT *st_dst = (w == 1 ? s.q[0] : w == 2 ? s.k[0] : s.v[0]) + st_row * PB + 32 * (lane % 2);
+  // Input staging: warp 1 copies q, warp 2 k, warp 3 v, four 16-byte copies a lane (all at immediate offsets
+  // from one base address); warp 0 (which computes M in phase 1) copies only the 16 learning rates.
+  // v6: copy c of lane l is row 4c + l / 8, features 8 (l % 8)..+7: one copy instruction moves 4 whole rows
+  // (512 contiguous bytes of global memory; in shared memory each 128-byte row meets every bank once).
+  // v4: lane l copied one half row (row l / 2, features 32 (l % 2)..+31): ncu (session 5) counted 24 shared
+  // wavefronts a copy instruction where 4 would do, ~35% of all the kernel's shared-memory wavefronts.
+  // v3: every thread one chunk of each of q, k and v (three 64-bit address computations a thread).
+  constexpr int ST_ROWS = V4 ? 0 : 4;  // rows between a lane's copies (v4: 0, its copies are 8 features apart)
+  const int st_row = V4 ? lane / 2 : lane / 8, st_col = V4 ? 32 * (lane % 2) : 8 * (lane % 8);
+  const TT *st_src = (w == 1 ? gq : w == 2 ? gk : gv) + st_col;
+  TT *st_dst = (w == 1 ? s.q[0] : w == 2 ? s.k[0] : s.v[0]) + st_row * PB + st_col;
   auto stage = [&](int seg) {
     const int slot = seg % LIN_STAGES;
     if (w > 0) {
-      const int t = seg * MB + st_row - start;
+      const int t = seg * MB + st_row - start;  // prompt index of the lane's first row
       TT *d = st_dst + slot * (MB * PB);
-      if ((unsigned)t < (unsigned)T) {
-        const TT *src = st_src + (unsigned)t * F;
+      if constexpr (V4) {
+        if ((unsigned)t < (unsigned)T) {
+          const TT *src = st_src + (unsigned)t * F;
 #pragma unroll
-        for (int c = 0; c < 4; c++) cp_async16(d + 8 * c, src + 8 * c);
+          for (int c = 0; c < 4; c++) cp_async16(d + 8 * c, src + 8 * c);
+        } else {  // rows outside [0, T) are zero (rows t < 0 are then filled from the state)
+#pragma unroll
+          for (int c = 0; c < 4; c++) *reinterpret_cast<uint4 *>(d + 8 * c) = make_uint4(0, 0, 0, 0);
+        }
+      } else if (t >= 0 && t + 3 * ST_ROWS < T) {  // all four rows inside the prompt (every step but the ends)
+        const TT *src = st_src + (ptrdiff_t)t * F;
+#pragma unroll
+        for (int c = 0; c < 4; c++) cp_async16(d + c * ST_ROWS * PB, src + c * ST_ROWS * F);
       } else {  // rows outside [0, T) are zero (rows t < 0 are then filled from the state)
 #pragma unroll
-        for (int c = 0; c < 4; c++) *reinterpret_cast<uint4 *>(d + 8 * c) = make_uint4(0, 0, 0, 0);
+        for (int c = 0; c < 4; c++) {
+          const int tc = t + c * ST_ROWS;
+          if ((unsigned)tc < (unsigned)T) cp_async16(d + c * ST_ROWS * PB, st_src + (ptrdiff_t)tc * F);
+          else *reinterpret_cast<uint4 *>(d + c * ST_ROWS * PB) = make_uint4(0, 0, 0, 0);
+        }
       }
     } else {
       stage_lr(s.lr[slot], glr, seg, start, T, tid);
@@ -185,14 +208,14 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         z[2 * k + 1] = za[k].y;
       }
     }
-    ln_partials(z, s.red_z, w, lane);
+    ln_partials<V4>(z, s.red_z, w, lane);
     __syncthreads();  // B1
 
     // ---- 2: G = d/dZ 1/2 ||LN(Z) - (v - k)||^2 on this warp's columns
     float gr[8];  // G
     {
       float rstd[2], nmr[2];
-      const float rown = ln_stats(s.red_z, lane, rstd, nmr);
+      const float rown = ln_stats<V4>(s.red_z, lane, rstd, nmr);
       uint32_t kr[4], vr[4];
       ld_block(kr, s.k[slot], 16 * w, lane);
       ld_block(vr, s.v[slot], 16 * w, lane);
@@ -230,7 +253,7 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         k2 += __shfl_xor_sync(0xffffffffu, o2, 1);
         k1 += __shfl_xor_sync(0xffffffffu, k1, 2);
         k2 += __shfl_xor_sync(0xffffffffu, k2, 2);
-        s.red_g[g8 + 8 * (lane & 1)][w] = make_float2(k1, k2);
+        s.red_g[red_index<V4>(g8 + 8 * (lane & 1), w)] = make_float2(k1, k2);
       }
       __syncthreads();  // B2
 
@@ -238,8 +261,8 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
       float n1[2], n2[2];
       {  // the lane's own row, then the partner's (lane ^ 1) for the other
         const bool odd = lane & 1;
-        const float4 u = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][0]);
-        const float4 v = *reinterpret_cast<const float4 *>(&s.red_g[g8 + 8 * (lane & 1)][2]);
+        const float4 u = red_pair<V4>(s.red_g, g8 + 8 * (lane & 1), 0);  // warps 0, 1
+        const float4 v = red_pair<V4>(s.red_g, g8 + 8 * (lane & 1), 2);  // warps 2, 3
         const float nrf = rown * (-1.f / F);
         const float a1 = ((u.x + u.z) + (v.x + v.z)) * nrf, a2 = ((u.y + u.w) + (v.y + v.w)) * nrf;
         const float o1 = __shfl_xor_sync(0xffffffffu, a1, 1), o2 = __shfl_xor_sync(0xffffffffu, a2, 1);
@@ -300,14 +323,14 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
         z[2 * k + 1] = zq[k].y;
       }
     }
-    ln_partials(z, s.red_b, w, lane);
+    ln_partials<V4>(z, s.red_b, w, lane);
     cp_async_wait<LIN_STAGES - 3>();  // groups up to seg + 1 complete (this thread's copies)
     __syncthreads();  // B3: Zbar partials stored; segment seg + 1 visible to all
 
     // ---- 4: out = q + LN(Zbar) on this warp's columns; only rows of the prompt are stored
     {
       float rstd[2], nmr[2];
-      ln_stats(s.red_b, lane, rstd, nmr);
+      ln_stats<V4>(s.red_b, lane, rstd, nmr);
       uint32_t qr[4];
       ld_block(qr, s.q[slot], 16 * w, lane);
       // q + lb in the accumulator layout: Q I onto lb
@@ -386,14 +409,23 @@ __global__ void __launch_bounds__(128, 4) ttt_linear_prefill_kernel(const Linear
   }
 }
 
-cudaError_t launch_linear_prefill(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream) {
+template <bool V4>
+static cudaError_t launch(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream) {
   if (a.BH <= 0 || a.T <= 0) return cudaSuccess;
   if (dt == InDtype::bf16) {
-    ttt_linear_prefill_kernel<bf16><<<a.BH, 128, 0, stream>>>(a);
+    ttt_linear_prefill_kernel<bf16, V4><<<a.BH, 128, 0, stream>>>(a);
   } else {
-    ttt_linear_prefill_kernel<half><<<a.BH, 128, 0, stream>>>(a);
+    ttt_linear_prefill_kernel<half, V4><<<a.BH, 128, 0, stream>>>(a);
   }
   return cudaGetLastError();
+}
+
+cudaError_t launch_linear_prefill(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream) {
+  return launch<false>(a, dt, stream);
+}
+
+cudaError_t launch_linear_prefill_v4(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream) {
+  return launch<true>(a, dt, stream);
 }
 
 }  // namespace ttt

@@ -37,8 +37,9 @@ struct MlpPrefillArgs {
 };
 
 cudaError_t launch_linear_prefill(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream);
-// The previous default TTT-Linear kernel (v3, ttt_linear_prefill_v3.cu), opt-in, for same-run comparisons.
-cudaError_t launch_linear_prefill_v3(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream);
+// The previous default TTT-Linear kernel (v4: the same kernel with v4's shared-memory layouts), opt-in, for
+// same-run comparisons.
+cudaError_t launch_linear_prefill_v4(const LinearPrefillArgs &a, InDtype dt, cudaStream_t stream);
 cudaError_t launch_mlp_prefill(const MlpPrefillArgs &a, InDtype dt, cudaStream_t stream);
 
 // Hopper variant of the TTT-Linear prefill (warpgroup MMA; ttt_linear_prefill_wgmma.cu). Its kernel exists

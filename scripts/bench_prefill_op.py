@@ -79,14 +79,17 @@ def time_once(fn) -> float:
     return s.elapsed_time(e)
 
 
-IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "tk-wgmma": "TK wgmma", "tk-v3": "TK (v3 kernel)", "tk-v5": "TK (v5 kernel)", "fla.chunk_ttt_linear": "fla chunk",
+IMPL_NAMES = {"tk": "TK", "tk-16w": "TK 16 warps", "tk-wgmma": "TK wgmma", "tk-v3": "TK (v3 kernel)", "tk-v4": "TK (v4 kernel)", "tk-v5": "TK (v5 kernel)", "fla.chunk_ttt_linear": "fla chunk",
               "fla.fused_chunk_ttt_linear": "fla fused", "torch-reference": "PyTorch ref"}  # fmt: skip
 
 
-def report(path: Path) -> str:
+def report(path: Path, labels: list[str] | None = None) -> str:
     """Markdown tables (ms) from a results file: one row per shape and dtype, one column per implementation
-    and version label (its first word); for TTT-Linear, each TK version against the faster fla op of its run."""
+    and version label (its first word; `labels`: only these); for TTT-Linear, each TK version against the
+    faster fla op of its run."""
     rows = [json.loads(line) for line in path.open()]
+    if labels:
+        rows = [r for r in rows if r.get("label", "").split(" ")[0] in labels]
     out = []
     for kind in ("linear", "mlp"):
         pts = [r for r in rows if r["kind"] == kind and r.get("ms")]
@@ -108,6 +111,16 @@ def report(path: Path) -> str:
                 cells.append(f"{min(fla) / at[('tk', v)]:.2f}x" if fla and ("tk", v) in at else "-")
             out.append(f"| {B} x {T} | {dt} | " + " | ".join(cells) + " |")
         out.append("")
+    if rows:  # the last run in full: ms, tokens/s and achieved TFLOP/s of every point
+        last = rows[-1].get("label", "").split(" ")[0]
+        out += [f"**Run {last} in full** (tokens/s: B x T / time; TFLOP/s: the op's matmul FLOPs / time)", "",
+                "| op | B x T | dtype | implementation | ms | M tokens/s | TFLOP/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            if r.get("label", "").split(" ")[0] == last and r.get("ms"):
+                out.append(f"| TTT-{'MLP' if r['kind'] == 'mlp' else 'Linear'} | {r['B']} x {r['T']} | {r['dtype']} | "
+                           f"{IMPL_NAMES.get(r['impl'], r['impl'])} | {r['ms']:.3f} | {r['tokens_per_s'] / 1e6:.1f} | "
+                           f"{r['tflops']:.1f} |")  # fmt: skip
+        out.append("")
     labels = sorted({r.get("label", "") for r in rows})
     out += ["Versions: " + "; ".join(labels)]
     return "\n".join(out) + "\n"
@@ -116,17 +129,18 @@ def report(path: Path) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--report", metavar="JSONL", help="only print the markdown tables of a results file")
+    p.add_argument("--labels", default="", help="with --report: only these version labels (comma-separated)")
     p.add_argument("--out", default="prefill_op.jsonl")
     p.add_argument("--shapes", default="16x2048,16x8192,16x32768,1x32768")
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--no-fla", action="store_true")
     p.add_argument("--no-wgmma", action="store_true", help="do not time the opt-in Hopper wgmma kernel")
-    p.add_argument("--no-v3", action="store_true", help="do not time the previous TTT-Linear kernel (impl v3)")
+    p.add_argument("--no-prev", action="store_true", help="do not time the previous TTT-Linear kernel (impl v4)")
     p.add_argument("--label", default="", help="kernel version label stored with every point")
     p.add_argument("--ref-max-tokens", type=int, default=16 * 2048, help="time the PyTorch reference up to B*T")
     args = p.parse_args(argv)
     if args.report:
-        print(report(Path(args.report)), end="")
+        print(report(Path(args.report), [v for v in args.labels.split(",") if v]), end="")
         return 0
 
     from ttt_infer.env import collect_env
@@ -167,8 +181,8 @@ def main(argv=None) -> int:
                 runs = (
                     [("tk", None, "default")] if kind == "linear" else [("tk", 8, "default"), ("tk-16w", 16, "default")]
                 )
-                if kind == "linear" and not args.no_v3:
-                    runs.append(("tk-v3", None, "v3"))  # the previous default, timed in the same run
+                if kind == "linear" and not args.no_prev:
+                    runs.append(("tk-v4", None, "v4"))  # the previous default, timed in the same run
                 if kind == "linear" and not args.no_wgmma and prefill.wgmma_available():
                     runs.append(("tk-wgmma", None, "wgmma"))  # the opt-in Hopper kernel, beside the default
                 for impl, warps, kimpl in runs:

@@ -9,7 +9,7 @@ PTXAS=${1:?path to ptxas 12.5}
 TK=$(python3 -c "from ttt_infer.env import tk_root; print(tk_root())")/include
 tmp=$(mktemp -d)
 "$PTXAS" --version | tail -1
-for f in ttt_linear_prefill ttt_linear_prefill_v3 ttt_mlp_prefill ttt_linear_prefill_wgmma; do
+for f in ttt_linear_prefill ttt_mlp_prefill ttt_linear_prefill_wgmma; do
   for a in 90a 80; do
     nvcc -std=c++20 -O3 --expt-relaxed-constexpr -I "$TK" -gencode=arch=compute_$a,code=compute_$a -ptx csrc/$f.cu -o "$tmp/$f.$a.ptx"
     sed -i 's/^\.version .*/.version 8.5/' "$tmp/$f.$a.ptx"

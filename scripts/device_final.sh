@@ -9,7 +9,8 @@
 #                decode benchmark (TTT-layer step alone, full model)
 #   MODE=sweep   the default `ttt-infer bench` sweep with its figures (~6.5 min), the baseline GPU tests,
 #                the glue kernels against their floors (scripts/bench_glue.py) and one layer's profile
-#   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles), the baseline GPU tests
+#   MODE=glue    the fused glue kernels' tests and benchmark (with alternative conv tiles; GLUE_ARGS: more options),
+#                the decode bench if DECODE_S > 0, the baseline GPU tests unless BASE_S=0
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
@@ -83,36 +84,52 @@ prefill)
   timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-run}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
   done_step "prefill op bench"
-  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
-    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
-  done_step "decode bench"
-  tail -n 22 "$W/decode.log"
-  grep -E "^\| tk" "$W/prefill_op.log" | grep linear | head -30
+  if [ "${DECODE_S:-100}" -gt 0 ]; then
+    timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+      --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    done_step "decode bench"
+    tail -n 22 "$W/decode.log"
+  fi
+  python3 scripts/bench_prefill_op.py --report "$W/prefill_op.jsonl" | head -24
   ;;
 ncu)
-  # where the TTT-Linear prefill kernel's issue slots go (stall reasons, pipe use): a standalone launch
-  # (scripts/prefill_harness.cu, no torch) under Nsight Compute; ~1 min
+  # where the TTT-Linear prefill kernel's issue slots go: a standalone launch (scripts/prefill_harness.cu, no
+  # torch) under Nsight Compute (full set at B=16 T=2048, the per-SASS-line stall samples as CSV; warp states
+  # at B=1), then the step time against the CTAs sharing an SM (1, 2, 3, 4 a SM through unused dynamic shared
+  # memory; B=33: 1056 CTAs = whole waves of 132 SMs for 1, 2 and 4); ~2 min
   nvcc -std=c++20 -O3 --expt-relaxed-constexpr --expt-extended-lambda -arch=sm_90a -lineinfo \
     -I "$(python3 -c 'from ttt_infer.env import tk_root; print(tk_root())')/include" -I csrc \
     scripts/prefill_harness.cu -o /tmp/prefill_harness > "$W/harness_build.log" 2>&1
   done_step "harness build" || exit 1
-  timeout "${NCU_S:-120}" ncu --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
-    --section Occupancy --section InstructionStats -k regex:ttt_linear -c 1 /tmp/prefill_harness 16 2048 \
-    > "$W/ncu_prefill.txt" 2>&1
-  done_step ncu
-  /tmp/prefill_harness 16 8192 6 | tee -a "$W/ncu_prefill.txt"
-  grep -E "Stall|Issued|Eligible|No Eligible|Pipe|Executed Ipc|Warp Cycles" "$W/ncu_prefill.txt" | head -40
+  timeout "${NCU_S:-150}" ncu --set full --import-source yes -k regex:ttt_linear -c 1 -o "$W/ncu_b16" -f \
+    /tmp/prefill_harness 16 2048 > "$W/ncu_run.log" 2>&1
+  done_step "ncu full"
+  ncu -i "$W/ncu_b16.ncu-rep" --page details > "$W/ncu_b16.txt" 2>&1
+  ncu -i "$W/ncu_b16.ncu-rep" --page source --csv --print-source sass > "$W/ncu_b16_sass.csv" 2>&1
+  timeout 60 ncu --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+    -k regex:ttt_linear -c 1 /tmp/prefill_harness 1 2048 > "$W/ncu_b1.txt" 2>&1
+  done_step "ncu B=1"
+  for v in "" 1; do  # the default kernel, then (HARNESS_V4=1) the same kernel with v4's layouts
+    echo "== HARNESS_V4=$v"
+    for x in 0 36 60 100; do HARNESS_V4=$v /tmp/prefill_harness 33 4096 4 $x; done
+    HARNESS_V4=$v /tmp/prefill_harness 16 8192 6
+    HARNESS_V4=$v /tmp/prefill_harness 1 32768 3
+  done | tee "$W/occupancy.txt"
+  grep -E "Stall|Issued|Eligible|No Eligible|Pipe|Executed Ipc|Warp Cycles|Bank|Frequency" "$W/ncu_b16.txt" | head -60
+  grep -E "Warp Cycles|Eligible|Issued" "$W/ncu_b1.txt" | head
   ;;
 verify)
   # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
   timeout "${VERIFY_S:-420}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
     > "$W/verify/log.txt" 2>&1
   done_step verify
-  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
-    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
-  done_step "decode bench"
+  if [ "${DECODE_S:-100}" -gt 0 ]; then
+    timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+      --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    done_step "decode bench"
+    tail -n 22 "$W/decode.log"
+  fi
   tail -n 40 "$W/verify/log.txt"
-  tail -n 22 "$W/decode.log"
   ;;
 sweep)
   # RESUME=<jsonl>: start from those rows (the sweep measures only the points missing there)
@@ -142,12 +159,20 @@ glue)
   timeout "${GLUE_TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py \
     > "$W/glue_tests.log" 2>&1
   done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
+  # shellcheck disable=SC2086  # GLUE_ARGS is a list of options
   timeout "${GLUE_S:-80}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" \
-    --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" > "$W/glue.log" 2>&1
+    --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" ${GLUE_ARGS:-} > "$W/glue.log" 2>&1
   done_step "glue bench"; cat "$W/glue.log"
-  timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
-    > "$W/baselines_tests.log" 2>&1
-  done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  if [ "${DECODE_S:-0}" -gt 0 ]; then  # the full-model decode bench too (a glue change that touches decode)
+    timeout "$DECODE_S" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+      --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    done_step "decode bench"; tail -n 22 "$W/decode.log"
+  fi
+  if [ "${BASE_S:-150}" -gt 0 ]; then
+    timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
+      > "$W/baselines_tests.log" 2>&1
+    done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+  fi
   ;;
 *) echo "MODE must be check, prefill, ncu, verify, sweep or glue, got $MODE"; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""Lane-level emulation of csrc/ttt_linear_prefill.cu (v4, TTT-Linear prefill) for one (sequence, head), in numpy.
+"""Lane-level emulation of csrc/ttt_linear_prefill.cu (v4; v6 changes only shared-memory layouts) for one (sequence, head), in numpy.
 
 Register fragments follow the PTX ISA definitions (mma.m16n8k16 A/B/C layouts, ldmatrix, movmatrix), the
 kernel's index arithmetic is transcribed line by line, and warps run phase by phase (block barriers as

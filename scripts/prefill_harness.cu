@@ -2,6 +2,9 @@
 //   nvcc -std=c++20 -O3 --expt-relaxed-constexpr --expt-extended-lambda -arch=sm_90a -lineinfo \
 //        -I third_party/ThunderKittens/include -I csrc scripts/prefill_harness.cu -o /tmp/prefill_harness
 //   ncu --section WarpStateStats --section SchedulerStats -k regex:ttt_linear /tmp/prefill_harness 16 2048
+// Arguments: B T [launches [extra KB]] (environment HARNESS_V4 set: the v4 layouts): `extra` KB of dynamic shared memory a CTA (unused by the kernel) caps
+// the CTAs an SM holds (the kernel's 30 KB + extra against the SM's 228 KB): how the step time scales with
+// the CTAs sharing an SM (each SM sub-partition runs one warp of each resident CTA).
 // Inputs are random (a fixed LCG), the state small; the harness checks only that the output is finite.
 #include <cmath>
 #include <cstdio>
@@ -38,6 +41,7 @@ __global__ void to_bf16(const float *x, bf16 *y, size_t n) {
 int main(int argc, char **argv) {
   const int B = argc > 1 ? std::atoi(argv[1]) : 16, T = argc > 2 ? std::atoi(argv[2]) : 2048, nh = 32;
   const int reps = argc > 3 ? std::atoi(argv[3]) : 1;
+  const int extra = argc > 4 ? std::atoi(argv[4]) * 1024 : 0;
   const int BH = B * nh;
   const size_t nx = (size_t)BH * T * F;
   float *tmp, *lr, *tau, *lnw, *lnb, *W, *b, *k, *g, *lrr;
@@ -73,11 +77,19 @@ int main(int argc, char **argv) {
   CK(cudaMemset(g, 0, (size_t)BH * MB * F * 4));
   CK(cudaMemset(lrr, 0, (size_t)BH * MB * 4));
   LinearPrefillArgs a{q, kk, v, lr, tau, lnw, lnb, W, b, k, g, lrr, out, BH, nh, T, 0};
+  auto kern = (std::getenv("HARNESS_V4") && *std::getenv("HARNESS_V4")) ? ttt_linear_prefill_kernel<bf16, true> : ttt_linear_prefill_kernel<bf16, false>;
+  CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, extra));
+  int per_sm = 0, sms = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, 128, extra));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   CK(cudaEventRecord(e0));
-  for (int r = 0; r < reps; r++) CK(launch_linear_prefill(a, InDtype::bf16, 0));
+  for (int r = 0; r < reps; r++) {
+    kern<<<BH, 128, extra>>>(a);
+    CK(cudaGetLastError());
+  }
   CK(cudaEventRecord(e1));
   CK(cudaEventSynchronize(e1));
   float ms = 0.f;
@@ -86,7 +98,9 @@ int main(int argc, char **argv) {
   CK(cudaMemcpy(h.data(), out + nx - 1024, 1024 * 2, cudaMemcpyDeviceToHost));
   int bad = 0;
   for (auto x : h) bad += !std::isfinite(__bfloat162float(x));
-  std::printf("B=%d T=%d: %.3f ms a launch (%d launches; first one cold), %d non-finite of the last 1024 outputs\n", B,
-              T, ms / reps, reps, bad);
+  const int waves = (BH + per_sm * sms - 1) / (per_sm * sms);
+  std::printf("B=%d T=%d: %.3f ms a launch (%d launches; first one cold), %d CTAs/SM (+%d KB smem), %d wave(s) of %d "
+              "SMs; %.3f us a mini-batch step a wave; %d non-finite of the last 1024 outputs\n",
+              B, T, ms / reps, reps, per_sm, extra / 1024, waves, sms, 1000.f * ms / reps / waves / ((T + 15) / 16), bad);
   return bad != 0;
 }

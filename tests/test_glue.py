@@ -170,7 +170,7 @@ def test_row_kernels_past_65535_rows():
     a, b = ab.split(n, dim=-1)  # column slices, as from a stacked projection
     assert rel_err(GLUE.silu_mul(a, b), TORCH_GLUE.silu_mul(a, b)) < TOL[torch.float16]
     o, gate = rnd(1, 2, rows, 64, dtype=torch.float16, seed=12), rnd(1, rows, 2 * 64, dtype=torch.float16, seed=13)
-    ln = nn.LayerNorm(2 * 64).to(DEV)
+    ln = nn.LayerNorm(2 * 64).to(DEV, torch.float16)
     got = GLUE.post_gate(o, gate, ln, 1e-6, torch.float16)
     assert rel_err(got, TORCH_GLUE.post_gate(o, gate, ln, 1e-6, torch.float16)) < TOL[torch.float16]
 

@@ -9,8 +9,8 @@ ttt_infer/kernels/_build/<name>/ (gitignored), where `prefill.py` finds it.
 only: on a Hopper GPU its kernels run from the compute_80 PTX (the sm_80 code path, JIT-compiled by
 the driver), which is how the Ampere path is tested on the H200.
 
-`ttt_linear_prefill.cu` is the default TTT-Linear kernel (v4); `ttt_linear_prefill_v3.cu`, the previous default,
-is kept as the opt-in `impl="v3"` (every architecture) so that both can be timed in one run.
+`ttt_linear_prefill.cu` is the default TTT-Linear kernel (v6); the previous default (v4: the same kernel with
+v4's shared-memory layouts, a template flag) is kept as the opt-in `impl="v4"` so that both can be timed in one run.
 
 `ttt_linear_prefill_wgmma.cu` (the opt-in Hopper TTT-Linear kernel, `impl="wgmma"`) is compiled for every
 architecture in the list, but its kernel body exists only in the sm_90a pass (9.0a in the list; plain
@@ -33,7 +33,6 @@ BUILD_ROOT = Path(__file__).resolve().parent / "_build"
 SOURCES = [
     "bindings.cpp",
     "ttt_linear_prefill.cu",
-    "ttt_linear_prefill_v3.cu",
     "ttt_linear_prefill_wgmma.cu",
     "ttt_mlp_prefill.cu",
 ]

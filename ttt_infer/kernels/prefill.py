@@ -72,7 +72,7 @@ def _check_tensor(t, name: str, shape: tuple, dtype: torch.dtype, device: torch.
         raise ValueError(f"{name} must be contiguous")
 
 
-IMPLS = ("default", "wgmma", "v3")
+IMPLS = ("default", "wgmma", "v4")
 
 
 def ttt_prefill(
@@ -100,7 +100,7 @@ def ttt_prefill(
     (8 or 16; default: setting TTT_INFER_MLP_WARPS, else the kernel's default) picks the TTT-MLP CTA size.
     `impl="wgmma"` (TTT-Linear only, opt-in) runs the Hopper warpgroup-MMA kernel: it needs a
     compute-capability 9.0 GPU and a build with 9.0a in TORCH_CUDA_ARCH_LIST, and raises otherwise.
-    `impl="v3"` (TTT-Linear only, opt-in) runs the previous default TTT-Linear kernel (v3; the default is v4).
+    `impl="v4"` (TTT-Linear only, opt-in) runs the previous default TTT-Linear kernel (v4; the default is v6).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
