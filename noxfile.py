@@ -97,7 +97,7 @@ def lint_tools() -> list[str]:
 def tests(session: nox.Session) -> None:
     """CPU suite: reference model, checkpoints, CLI, Triton kernels under TRITON_INTERPRET=1."""
     _install(session, "-e", ".[test,lint]")
-    session.run("pytest", "-m", "not gpu", *session.posargs, env={"TRITON_INTERPRET": "1"})
+    session.run("python", "-m", "pytest", "-m", "not gpu", *session.posargs, env={"TRITON_INTERPRET": "1"})
 
 
 @nox.session(**VENV)
@@ -105,7 +105,7 @@ def verify(session: nox.Session) -> None:
     """GPU parity: the GPU-marked tests, then the kernels-vs-reference comparison with its figures."""
     out = results_dir(session)
     _install(session, "-e", ".[test,figures,triton]")
-    session.run("pytest", "-m", "gpu", "tests")
+    session.run("python", "-m", "pytest", "-m", "gpu", "tests")
     session.run(*command("verify", out), *session.posargs)
 
 
