@@ -97,6 +97,32 @@ def test_kernel_matches_reference_fp32(kind, config, monkeypatch):
     assert rel_err(torch.cat(no_rows, 2), exact) > 1e-2
 
 
+@pytest.mark.parametrize("kind, config", CONFIGS)
+def test_v_as_a_column_slice_view(kind, config, monkeypatch):
+    """In the model, v is a column slice of the stacked q/v/g projection: [B, nh, 1, f] with its sequences
+    3 nh f apart. Every kernel variant reads it in place (the SV stride); the result must equal a run on a
+    contiguous copy bit for bit, across a mini-batch end (positions 0..16)."""
+    monkeypatch.setenv("TTT_DECODE_CONFIG", config)
+    st64, ins = make_case(kind, B=2, nh=2, T=17, act_dtype=torch.float32, seed=3, device=DEV)
+    st_a, st_b = as_dtype(st64, torch.float32), as_dtype(st64, torch.float32)
+    pos_a = torch.zeros(1, dtype=torch.int64, device=DEV)
+    pos_b = pos_a.clone()
+    B, nh = st_a.W1.shape[:2]
+    for t in range(17):
+        xq, xk, xv, lr, ln_w, ln_b, tau = step_inputs(ins, t)
+        wide = torch.randn(B, 1, 3 * nh * F, device=DEV)  # [q | v | g] of a stacked projection
+        wide[:, 0, nh * F : 2 * nh * F] = xv.reshape(B, nh * F)
+        view = wide[..., nh * F : 2 * nh * F].reshape(B, 1, nh, F).transpose(1, 2)
+        assert view.stride(0) == 3 * nh * F and not view.is_contiguous() and torch.equal(view, xv)
+        out_a = decode.ttt_decode_step(st_a, xq, xk, view, lr, ln_w, ln_b, tau, pos_a)
+        out_b = decode.ttt_decode_step(st_b, xq, xk, xv.contiguous(), lr, ln_w, ln_b, tau, pos_b)
+        assert torch.equal(out_a, out_b), t
+        pos_a += 1
+        pos_b += 1
+    for name, t in st_a.tensors().items():
+        assert torch.equal(t, getattr(st_b, name)), name
+
+
 def test_persistent_grid_with_a_partial_last_turn(monkeypatch):
     """linear "ps" on 5 (sequence, head) pairs with 3 programs per SM: 3 programs x 2 turns, one turn
     past the end (it must store nothing); positions 0..17 cross the end-of-mini-batch update."""

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ttt_infer.kernels import KernelsUnavailable
+from ttt_infer.kernels import glue as glue_mod
 from ttt_infer.layers import TORCH_GLUE, depthwise_conv1d
 
 try:
@@ -120,14 +121,18 @@ def test_conv_tile_must_be_powers_of_two():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("w_like_x", [False, True])
-@pytest.mark.parametrize("nh", [4, 40])
-def test_lr_gate(dtype, w_like_x, nh):
+@pytest.mark.parametrize("nh", [6, 40])
+@pytest.mark.parametrize("T", [19, 40])
+def test_lr_gate(dtype, w_like_x, nh, T):
     """w in x's 16-bit dtype (as in a 16-bit model) takes the tensor-core path: still the fp32 dot product.
-    nh = 40: with few rows the heads are split over programs, 16 a program (three, the last partly masked)."""
-    x = rnd(2, 19, 96, dtype=dtype, seed=3)
+    nh = 40: with few rows the heads are split over programs, 16 a program (three, the last partly masked).
+    T = 19: 38 rows, the few-rows kernel (a program a row and 4 heads: nh = 6 ends in a half-masked block);
+    T = 40: 80 rows, above LR_GATE_ROWS_MAX, the tensor-core kernel."""
+    assert 2 * 19 <= glue_mod.LR_GATE_ROWS_MAX < 2 * 40
+    x = rnd(2, T, 96, dtype=dtype, seed=3)
     w, b = rnd(nh, 96, seed=4, scale=0.1, dtype=dtype if w_like_x else torch.float32), rnd(nh, seed=5)
     got = GLUE.lr_gate(x, w, b, 1.0 / 16)
-    assert got.shape == (2, nh, 19) and got.dtype == torch.float32
+    assert got.shape == (2, nh, T) and got.dtype == torch.float32
     assert rel_err(got, TORCH_GLUE.lr_gate(x, w, b, 1.0 / 16)) < 2e-6
 
 

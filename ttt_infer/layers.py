@@ -197,7 +197,9 @@ class TTTLayer(nn.Module):
             )
         else:
             XQ, XK = (TORCH_GLUE.rope_heads(p, position, nh, self.config.rope_theta, b) for p in (xq, xk))
-        XV = xv.reshape(B, T, nh, f).transpose(1, 2).contiguous()  # [B, nh, T, f]
+        XV = xv.reshape(B, T, nh, f).transpose(1, 2)  # [B, nh, T, f]
+        if T > 1:  # prompts: the prefill kernels read contiguous heads; a decode step reads the view in place
+            XV = XV.contiguous()
         acc = state_dtype(x.dtype)
         lr = self.learning_rate(x, glue)
         start = None if seqlen is None else seqlen % b

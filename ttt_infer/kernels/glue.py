@@ -25,6 +25,10 @@ from .decode.tune import _num_sms
 
 _ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# lr_gate with at most this many rows (B*T: decode batches) runs a program a (row, 4 heads) instead of the
+# tensor-core kernel: that one's K loop is 16 dependent steps in one or two programs there (7.8 us a layer at
+# B=16 on the H200, session 4's profile).
+LR_GATE_ROWS_MAX = 64
 
 
 def check_available() -> None:
@@ -169,6 +173,22 @@ if triton is not None:
         bi = (rows // T).to(tl.int64)
         ti = rows % T
         tl.store(OUT + bi[:, None] * NH * T + n[None, :] * T + ti[:, None], lr, mask=rm[:, None] & nm[None, :])
+
+    @triton.jit
+    def _lr_gate_rows_kernel(X, W, BIAS, OUT, T, NH, scale, C: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr):
+        """The same gate for few rows (decode): program (row r, head block) takes x[r] once and BH heads' weights,
+        one fp32 dot product each (products of 16-bit values are exact in fp32, as on the tensor cores).
+        The tensor-core kernel above walks K in 16 dependent steps in one or two programs at decode."""
+        r = tl.program_id(0)
+        h = tl.program_id(1) * BH + tl.arange(0, BH)
+        hm = h < NH
+        c = tl.arange(0, BC)
+        cm = c < C
+        x = tl.load(X + r.to(tl.int64) * C + c, mask=cm, other=0.0).to(tl.float32)
+        w = tl.load(W + h[:, None] * C + c[None, :], mask=hm[:, None] & cm[None, :], other=0.0).to(tl.float32)
+        logits = tl.sum(w * x[None, :], axis=1) + tl.load(BIAS + h, mask=hm, other=0.0).to(tl.float32)
+        b = r // T
+        tl.store(OUT + (b * NH + h).to(tl.int64) * T + r % T, scale * tl.sigmoid(logits), mask=hm)
 
     @triton.jit
     def _gelu_tanh(x, C: tl.constexpr):
@@ -363,6 +383,11 @@ class TritonGlue:
         x, weight, bias = x.contiguous(), weight.contiguous(), bias.reshape(nh).contiguous()
         out = torch.empty(B, nh, T, device=x.device, dtype=torch.float32)
         M, BN = B * T, max(16, triton.next_power_of_2(nh))
+        if M <= LR_GATE_ROWS_MAX and C <= 8192:  # decode: a program a (row, 4 heads), one pass over x's row
+            BH = 4
+            _lr_gate_rows_kernel[(M, triton.cdiv(nh, BH))](x, weight, bias, out, T, nh, float(scale), C=C,
+                                                           BC=triton.next_power_of_2(C), BH=BH, num_warps=4)  # fmt: skip
+            return out
         sms = _num_sms(x.device)
         BM = 64 if M >= 64 * sms else 16  # enough programs for every SM
         if triton.cdiv(M, BM) < sms:  # few rows (decode): the heads split over programs too, 16 a program

@@ -92,11 +92,13 @@ if triton is not None:
         return w * (zc * rstd) + b
 
     @triton.jit
-    def _token_inputs(q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F: tl.constexpr):
-        """This token's q, k, v (fp32), lr, the head's inner LayerNorm weight and bias, and tau_p."""
+    def _token_inputs(q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, NH, SV,
+                      F: tl.constexpr):  # fmt: skip
+        """This token's q, k, v (fp32), lr, the head's inner LayerNorm weight and bias, and tau_p. v's sequences
+        are SV elements apart (a column slice of the stacked projection's output; q, k: NH * F)."""
         q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
         k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
-        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + (pid // NH) * SV + head * F + fo).to(tl.float32)
         lr = tl.load(lr_ptr + pid)
         lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
         lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)

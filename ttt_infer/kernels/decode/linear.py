@@ -22,7 +22,7 @@ if triton is not None:
     def _ttt_linear_decode(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps,
+        NH, NPROG, eps, SV,
         F: tl.constexpr, MB: tl.constexpr,
     ):  # fmt: skip
         pid = tl.program_id(0).to(tl.int64)  # sequence * NH + head
@@ -40,7 +40,7 @@ if triton is not None:
         Gr = tl.load(G_ptr + rows, mask=prev[:, None], other=0.0)
         LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
         q, k, v, lr, lnw, lnb, tau = _token_inputs(
-            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F
+            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, NH, SV, F
         )
 
         # gradient of this token at the mini-batch's starting weights; q's product shares the W read
@@ -64,7 +64,7 @@ if triton is not None:
     def _ttt_linear_decode_mh(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps,
+        NH, NPROG, eps, SV,
         F: tl.constexpr, MB: tl.constexpr, HPP: tl.constexpr,
     ):  # fmt: skip
         """_ttt_linear_decode for HPP heads per program: the fixed cost of each reduction, barrier
@@ -85,7 +85,7 @@ if triton is not None:
         LRr = tl.load(LR_ptr + hb[:, None] * MB + ro[None, :], mask=(ro < p)[None, :], other=0.0)  # [HPP, MB]
         q = tl.load(q_ptr + vec).to(tl.float32)
         k = tl.load(k_ptr + vec).to(tl.float32)
-        v = tl.load(v_ptr + vec).to(tl.float32)
+        v = tl.load(v_ptr + ((hb // NH) * SV + head * F)[:, None] + fo[None, :]).to(tl.float32)
         lr = tl.load(lr_ptr + hb)  # [HPP]
         lnw = tl.load(lnw_ptr + head[:, None] * F + fo[None, :]).to(tl.float32)
         lnb = tl.load(lnb_ptr + head[:, None] * F + fo[None, :]).to(tl.float32)
@@ -117,7 +117,7 @@ if triton is not None:
     def _ttt_linear_decode_v3(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps,
+        NH, NPROG, eps, SV,
         F: tl.constexpr, MB: tl.constexpr, LATE: tl.constexpr, EV: tl.constexpr, RC: tl.constexpr,
     ):  # fmt: skip
         """_ttt_linear_decode with a smaller register footprint, so more programs share an SM (ptxas,
@@ -151,7 +151,7 @@ if triton is not None:
         if not LATE:
             Kr = tl.load(Kb + rows, mask=prev[:, None], other=0.0)  # [MB, F]
             Gr = tl.load(Gb + rows, mask=prev[:, None], other=0.0)
-        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + (pid // NH) * SV + head * F + fo).to(tl.float32)
         lr = tl.load(lr_ptr + pid)
         lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
         lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
@@ -190,7 +190,7 @@ if triton is not None:
     def _ttt_linear_decode_ps(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps, STRIDE,
+        NH, NPROG, eps, SV, STRIDE,
         F: tl.constexpr, MB: tl.constexpr, NS: tl.constexpr, RC: tl.constexpr, TURNS: tl.constexpr,
     ):  # fmt: skip
         """_ttt_linear_decode_v3 as a persistent kernel: a grid of a few programs per SM, each looping
@@ -224,7 +224,7 @@ if triton is not None:
             LRr = tl.load(LR_ptr + pid * MB + ro, mask=prev, other=0.0)  # [MB]
             q = tl.load(q_ptr + pid * F + fo).to(tl.float32)
             k = tl.load(k_ptr + pid * F + fo).to(tl.float32)
-            v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+            v = tl.load(v_ptr + (pid // NH) * SV + head * F + fo).to(tl.float32)
             lr = tl.load(lr_ptr + pid)
             lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
             lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)

@@ -11,7 +11,7 @@ if triton is not None:
     def _ttt_mlp_decode(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps,
+        NH, NPROG, eps, SV,
         F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr,
     ):  # fmt: skip
         pid = tl.program_id(0).to(tl.int64)
@@ -26,7 +26,7 @@ if triton is not None:
         W2 = tl.load(W2_ptr + pid * H * F + ho[:, None] * F + fo[None, :])  # [H, F]
         b2 = tl.load(b2_ptr + pid * F + fo)
         q, k, v, lr, lnw, lnb, tau = _token_inputs(
-            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F
+            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, NH, SV, F
         )
         prev = ro < p
         rows_f = pid * MB * F + ro[:, None] * F + fo[None, :]
@@ -79,7 +79,7 @@ if triton is not None:
     def _ttt_mlp_decode_chunked(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps,
+        NH, NPROG, eps, SV,
         F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
     ):  # fmt: skip
         """_ttt_mlp_decode streaming the hidden axis in chunks of HC: a few KB of registers per chunk
@@ -97,7 +97,7 @@ if triton is not None:
         cur = ro == p
 
         q, k, v, lr, lnw, lnb, tau = _token_inputs(
-            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, F
+            q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pid, head, p, fo, NH, SV, F
         )
         b2 = tl.load(b2_ptr + pid * F + fo)
         rows_f = pid * MB * F + ro[:, None] * F + fo[None, :]
@@ -161,7 +161,7 @@ if triton is not None:
     def _ttt_mlp_decode_v3(
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
-        NH, NPROG, eps,
+        NH, NPROG, eps, SV,
         F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
         EV: tl.constexpr, NS: tl.constexpr, UC: tl.constexpr,
     ):  # fmt: skip
@@ -226,7 +226,7 @@ if triton is not None:
             z2k += tl.sum(_gelu(z1k, C)[:, None] * W2c, axis=0)
             tl.store(X2b + srow + hc, z1k)
             tl.store(G1b + srow + hc, z1q)
-        v = tl.load(v_ptr + pid * F + fo).to(tl.float32)
+        v = tl.load(v_ptr + (pid // NH) * SV + head * F + fo).to(tl.float32)
         lnw = tl.load(lnw_ptr + head * F + fo).to(tl.float32)
         lnb = tl.load(lnb_ptr + head * F + fo).to(tl.float32)
         g2 = _ln_l2_bwd(z2k, v - k, lnw, lnb, eps, F)

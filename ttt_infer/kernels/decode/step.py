@@ -107,17 +107,17 @@ def _kernel_args(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out):
     kind = state.kind
     if kind == "linear":
         names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
-                 "W_ptr", "b_ptr", "K_ptr", "G_ptr", "LR_ptr", "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
+                 "W_ptr", "b_ptr", "K_ptr", "G_ptr", "LR_ptr", "out_ptr", "NH", "NPROG", "eps", "SV"]  # fmt: skip
         args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.k, state.g1, state.lr, out]
         consts = {"F": f, "MB": mb}
     else:
         names = ["q_ptr", "k_ptr", "v_ptr", "lr_ptr", "lnw_ptr", "lnb_ptr", "tau_ptr", "pos_ptr",
                  "W1_ptr", "b1_ptr", "W2_ptr", "b2_ptr", "K_ptr", "G1_ptr", "X2_ptr", "G2_ptr", "LR_ptr",
-                 "out_ptr", "NH", "NPROG", "eps"]  # fmt: skip
+                 "out_ptr", "NH", "NPROG", "eps", "SV"]  # fmt: skip
         args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.W2, state.b2,
                 state.k, state.g1, state.x2, state.g2, state.lr, out]  # fmt: skip
         consts = {"F": f, "H": MLP_HIDDEN, "MB": mb, "C": _SQRT_2_OVER_PI}
-    return kind, B * nh, names, args + [nh, B * nh, LN_EPS], consts
+    return kind, B * nh, names, args + [nh, B * nh, LN_EPS, xv.stride(0)], consts
 
 
 def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,7 +129,9 @@ def ttt_decode_step(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out: torch
     """
     check_available()
     B, nh, f, mb = _check(state, xq, xk, xv, lr, ln_w, ln_b, tau, position)
-    xq, xk, xv = xq.contiguous(), xk.contiguous(), xv.contiguous()
+    xq, xk = xq.contiguous(), xk.contiguous()
+    if xv.stride(3) != 1 or xv.stride(1) != f:  # v may be a view with its own sequence stride (SV), not more
+        xv = xv.contiguous()
     lr, ln_w, ln_b = lr.contiguous(), ln_w.contiguous(), ln_b.contiguous()
     tau = tau.to(torch.float32).contiguous()
     if out is None:
