@@ -77,6 +77,33 @@ def test_causal_conv_and_history(dtype, T, residual, C):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [96, 200])
+def test_pre_block(dtype, C):
+    """A Mamba block's front (x2 = x + conv(norm_1(x)), h = norm_2(x2), history advanced): the fused one-token
+    kernel for four decode steps in a row (each step's history feeds the next), then a 3-token prompt (the
+    three separate kernels); C = 200 leaves part of the row's power-of-two block masked."""
+    from ttt_infer.layers import RMSNorm
+
+    B = 3
+    c = conv(C, 5, dtype)
+    n1, n2 = RMSNorm(C, 1e-6), RMSNorm(C, 1e-5)
+    with torch.no_grad():
+        n1.weight.normal_()
+        n2.weight.normal_()
+    n1, n2 = n1.to(DEV, dtype), n2.to(DEV, dtype)
+    h0 = rnd(B, C, 3, dtype=dtype, seed=6)
+    h_ref, h_k = h0.clone(), h0.clone()
+    for step, T in enumerate((1, 1, 1, 1, 3)):
+        x = rnd(B, T, C, dtype=dtype, seed=10 + step, scale=2.0)
+        want_x2, want_h = TORCH_GLUE.pre_block(x, n1, c, h_ref, n2)
+        got_x2, got_h = GLUE.pre_block(x, n1, c, h_k, n2)
+        assert got_x2.shape == got_h.shape == (B, T, C) and got_h.dtype == dtype
+        assert rel_err(got_x2, want_x2) < TOL[dtype], step
+        assert rel_err(got_h, want_h) < TOL[dtype], step
+        assert rel_err(h_k, h_ref) < TOL[dtype], step  # the normalized inputs, rounded as the reference rounds
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T, start", [(1, 0), (1, 15), (20, 0), (37, 5), (3, 13)])
 @pytest.mark.parametrize("nh, C", [(2, 64), (4, 64), (4, 96), (8, 512)])
 def test_qk_conv_rope(dtype, T, start, nh, C):

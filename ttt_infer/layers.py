@@ -224,6 +224,13 @@ class TorchGlue:
         push_history(history, x)
         return y if residual is None else residual + y
 
+    def pre_block(self, x: torch.Tensor, conv_norm: RMSNorm, conv: nn.Conv1d, history: torch.Tensor,
+                  seq_norm: RMSNorm) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The front of a Mamba-backbone block: x2 = x + conv(conv_norm(x)) (the pre-conv, history advanced) and
+        h = seq_norm(x2), the TTT layer's input. Returns (x2, h); TritonGlue fuses the three at decode."""
+        x2 = self.causal_conv(self.rms_norm(x, conv_norm.weight, conv_norm.eps), conv, history, residual=x)
+        return x2, self.rms_norm(x2, seq_norm.weight, seq_norm.eps)
+
     @staticmethod
     def rope_heads(
         x: torch.Tensor, position: torch.Tensor, num_heads: int, theta: float, mini_batch: int

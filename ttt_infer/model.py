@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import TTTConfig
-from .layers import ConvBlock, RMSNorm, SwiGLU, TTTLayer
+from .layers import TORCH_GLUE, ConvBlock, RMSNorm, SwiGLU, TTTLayer
 from .ttt.cache import ConvState, ModelCache, state_dtype
 from .ttt.ops import BACKENDS, Backend, get_backend
 
@@ -26,12 +26,14 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: ModelCache, i: int, backend: Backend, seqlen: int | None) -> torch.Tensor:
         """`seqlen`: the python position (cache.seqlen), or None in a compiled decode step."""
         glue = getattr(backend, "glue", None)  # fused kernels for the work around the TTT op, if the backend has them
-        if cache.pre_conv is not None:
-            x = self.conv(x, cache.pre_conv[i], glue)  # x + conv(norm(x))
+        if cache.pre_conv is not None:  # x + conv(norm(x)), then the TTT layer's norm: one kernel at decode
+            x, h = (glue or TORCH_GLUE).pre_block(
+                x, self.conv.norm, self.conv.conv, cache.pre_conv[i].history, self.seq_norm
+            )
+        else:
+            h = self.seq_norm(x, glue)
         qk_conv = cache.qk_conv[i] if cache.qk_conv is not None else None
-        x = self.seq_modeling_block(
-            self.seq_norm(x, glue), cache.ttt[i], qk_conv, seqlen, cache.position, backend, residual=x
-        )
+        x = self.seq_modeling_block(h, cache.ttt[i], qk_conv, seqlen, cache.position, backend, residual=x)
         return self.mlp(self.ffn_norm(x, glue), glue, residual=x)
 
 

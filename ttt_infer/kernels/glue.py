@@ -139,6 +139,41 @@ if triton is not None:
             tl.store(hb + c[:, None] * (KS - 1) + i[None, :], new.to(HIST.dtype.element_ty), mask=m)
 
     @triton.jit
+    def _decode_preblock_kernel(X, W1, CW, CB, HIST, W2, XO, HO, C, eps1, eps2,
+                                KS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+        """One token (T = 1) of a Mamba block's front, a program a sequence b (all C channels of its row):
+        n = RMSNorm_1(x); x2 = x + conv(n) after the history [C, KS-1] (then advanced by n); h = RMSNorm_2(x2).
+        The same roundings as _rms_norm_kernel and _conv_kernel (taps in the same order), in one launch
+        instead of three."""
+        b = tl.program_id(0).to(tl.int64)
+        c = tl.arange(0, BLOCK)
+        m = c < C
+        dt = XO.dtype.element_ty
+        x = tl.load(X + b * C + c, mask=m, other=0.0).to(tl.float32)
+        r1 = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / C + eps1)
+        n = ((x * r1).to(dt).to(tl.float32) * tl.load(W1 + c, mask=m, other=0.0).to(tl.float32)).to(dt)
+        hb = HIST + b * C * (KS - 1)
+        acc = tl.load(CB + c, mask=m, other=0.0).to(tl.float32)
+        for j in tl.static_range(KS - 1):  # taps 0..KS-2 from the history, as _conv_kernel at T = 1
+            acc += tl.load(hb + c * (KS - 1) + j, mask=m, other=0.0).to(tl.float32) * tl.load(
+                CW + c * KS + j, mask=m, other=0.0
+            ).to(tl.float32)
+        acc += n.to(tl.float32) * tl.load(CW + c * KS + (KS - 1), mask=m, other=0.0).to(tl.float32)
+        x2 = (x + acc.to(dt).to(tl.float32)).to(dt)  # x is already in dt: the residual add rounds once
+        tl.store(XO + b * C + c, x2, mask=m)
+        # the history advances by one input: slots 1..KS-2 move down, n lands in the last (this program alone
+        # holds the row; the barrier orders every tap read above before the first overwrite)
+        tl.debug_barrier()
+        for j in tl.static_range(KS - 2):
+            v = tl.load(hb + c * (KS - 1) + j + 1, mask=m, other=0.0)
+            tl.store(hb + c * (KS - 1) + j, v, mask=m)
+        tl.store(hb + c * (KS - 1) + (KS - 2), n.to(HIST.dtype.element_ty), mask=m)
+        y = x2.to(tl.float32)
+        r2 = 1.0 / tl.sqrt(tl.sum(y * y, axis=0) / C + eps2)
+        h = (y * r2).to(dt).to(tl.float32) * tl.load(W2 + c, mask=m, other=0.0).to(tl.float32)
+        tl.store(HO + b * C + c, h.to(dt), mask=m)
+
+    @triton.jit
     def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr):
         """history <- the last KS-1 inputs of x (T >= KS-1 here: every value comes from x)."""
         b = tl.program_id(0).to(tl.int64)
@@ -372,6 +407,28 @@ class TritonGlue:
         if not single:
             _push_history_kernel[(B, triton.cdiv(C, 256))](x, history, T, C, x.stride(0), x.stride(1), KS=ks, BC=256)
         return (y1, y2)
+
+    def pre_block(self, x: torch.Tensor, conv_norm, conv: torch.nn.Conv1d, history: torch.Tensor,
+                  seq_norm) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(x2, h) with x2 = x + conv(RMSNorm_1(x)) (history advanced) and h = RMSNorm_2(x2), as
+        `layers.TorchGlue.pre_block`. One token (T = 1: decode): one kernel a sequence row; prompts: the
+        three kernels (the conv needs the other times of the row block)."""
+        B, T, C = x.shape
+        w, cb, ks = _conv_params(conv)
+        fused = (
+            T == 1 and ks >= 2 and C <= 8192 and tuple(history.shape) == (B, C, ks - 1) and history.is_contiguous()
+            and history.dtype == x.dtype and x.dtype in _ACT_DTYPES
+            and all(p.shape == (C,) for p in (conv_norm.weight, seq_norm.weight))
+        )  # fmt: skip
+        if not fused:
+            x2 = self.causal_conv(self.rms_norm(x, conv_norm.weight, conv_norm.eps), conv, history, residual=x)
+            return x2, self.rms_norm(x2, seq_norm.weight, seq_norm.eps)
+        x = x.contiguous()
+        x2, h = torch.empty_like(x), torch.empty_like(x)
+        _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
+                                      conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
+                                      num_warps=8)  # fmt: skip
+        return x2, h
 
     def lr_gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
         """scale * sigmoid(x . weight[h] + bias[h]): x [B, T, C], weight [nh, C] -> [B, nh, T] fp32."""
