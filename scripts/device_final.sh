@@ -13,6 +13,7 @@
 #                the decode bench if DECODE_S > 0, the baseline GPU tests unless BASE_S=0
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
+#   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -174,5 +175,22 @@ glue)
     done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
   fi
   ;;
-*) echo "MODE must be check, prefill, ncu, verify, sweep or glue, got $MODE"; exit 2 ;;
+decode)
+  # a decode change: the decode kernel, whole-model decode and glue GPU tests, the layer's pieces timed inside
+  # CUDA graphs (scripts/bench_decode_layer.py: GEMMs in two weight layouts, each glue kernel at T = 1), the
+  # decode bench; ~5 min
+  timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider --timeout=90 tests/test_decode_kernels.py \
+    tests/gpu/test_decode_gpu.py tests/test_glue.py > "$W/decode_tests.log" 2>&1
+  done_step "decode tests"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
+  grep -E "^FAILED|^ERROR" "$W/decode_tests.log" | head -10
+  for b in ${PART_BATCHES:-1 16 64}; do
+    timeout 60 python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" > "$W/decode_layer_B$b.log" 2>&1
+    done_step "layer parts B=$b"
+  done
+  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+  done_step "decode bench"
+  cat "$W/decode_layer_B16.log"; tail -n 12 "$W/decode.log"
+  ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep, glue or decode, got $MODE"; exit 2 ;;
 esac

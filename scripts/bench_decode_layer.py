@@ -1,0 +1,151 @@
+"""One decode step of a layer, piece by piece, timed the way the model runs it: inside a CUDA graph.
+
+    python scripts/bench_decode_layer.py --batch 16 [--dtype bf16] [--out layer_parts.jsonl]
+
+Times (us a call, from CUDA-graph replays of `--calls` calls in a row) the GEMMs of one TTT-Linear / Mamba
+layer at M = B rows, with the weight in two layouts (nk: W [N, K] as nn.Linear keeps it, F.linear; kn: W^T
+[K, N] contiguous, x @ W^T), and each fused glue kernel at T = 1. A weight is never reused from L2: the calls
+cycle through enough copies of it to exceed `--l2-mb` twice, as a model's layers each have their own. GEMMs
+are compared with their streaming floor (weight bytes at the copy rate measured in the same run).
+Eager single-call timings (scripts/bench_glue.py) are launch-bound at these sizes; this is what a decode
+step's graph actually pays. Without a GPU it runs each piece once on the CPU (a smoke check, no timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def graph_us(fns: list, calls: int, reps: int) -> float:
+    """Median us a call of `calls` calls captured in one CUDA graph (fns[i % len(fns)] for call i)."""
+    for fn in fns:
+        fn()  # compile / tune / allocate outside the capture
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(calls):
+            fns[i % len(fns)]()
+    g.replay()
+    torch.cuda.synchronize()
+    from ttt_infer.bench.limits import events_ms
+
+    return statistics.median(events_ms(g.replay, reps)) * 1e3 / calls
+
+
+def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int):
+    """(name, weight bytes, [fn, ...] per layout) for the layer's decode GEMMs: each fn list cycles through
+    weight copies that together exceed 2 x L2."""
+    x_c, x_i, res = (torch.randn(B, n, device=dev).to(dt) for n in (C, inter, C))
+    out = []
+    for name, n, k, x, residual in (
+        ("q/v/g", 3 * C, C, x_c, False),
+        ("gate/up", 2 * inter, C, x_c, False),
+        ("down+res", C, inter, x_i, True),
+        ("o_proj+res", C, C, x_c, True),
+    ):
+        nbytes = n * k * torch.finfo(dt).bits // 8
+        copies = max(2, math.ceil(2 * l2_bytes / nbytes))
+        ws = [torch.randn(n, k, device=dev).to(dt) * 0.02 for _ in range(copies)]
+        wts = [w.t().contiguous() for w in ws]
+        if residual:
+            nk = [lambda w=w, x=x: torch.addmm(res, x, w.t()) for w in ws]
+            kn = [lambda w=w, x=x: torch.addmm(res, x, w) for w in wts]
+        else:
+            nk = [lambda w=w, x=x: F.linear(x, w) for w in ws]
+            kn = [lambda w=w, x=x: x @ w for w in wts]
+        out.append((name, nbytes, {"nk": nk, "kn": kn}))
+    return out
+
+
+def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str):
+    """(name, fn) for each fused glue kernel at one token a sequence."""
+    from ttt_infer.kernels.glue import TritonGlue
+    from ttt_infer.layers import RMSNorm, depthwise_conv1d
+
+    g = TritonGlue()
+
+    def r(*shape, dtype=dt):
+        return torch.randn(*shape, device=dev).to(dtype)
+
+    x, w = r(B, 1, C), r(C) + 1
+    conv, conv_k = depthwise_conv1d(4, C).to(dev, dt), depthwise_conv1d(4, C).to(dev, dt)
+    n1, n2 = RMSNorm(C, 1e-6).to(dev, dt), RMSNorm(C, 1e-6).to(dev, dt)
+    hist = r(B, C, 3)
+    pos = torch.zeros(1, dtype=torch.int64, device=dev)
+    lr_w, lr_b = r(nh, C) * 0.02, torch.zeros(nh, device=dev)
+    o, gate = r(B, nh, 1, C // nh, dtype=torch.float32), r(B, 1, C)
+    ln = nn.LayerNorm(C).to(dev, dt)
+    a, b = r(B, 1, inter), r(B, 1, inter)
+    return [
+        ("rms_norm", lambda: g.rms_norm(x, w, 1e-6)),
+        ("pre_block (norm, conv + res, norm)", lambda: g.pre_block(x, n1, conv, hist, n2)),
+        ("qk_conv_rope", lambda: g.qk_conv_rope(x, conv, conv_k, hist, pos, nh, 1e4, 16)),
+        ("lr_gate", lambda: g.lr_gate(x, lr_w, lr_b, 1.0 / 64)),
+        ("post_gate", lambda: g.post_gate(o, gate, ln, 1e-6, dt)),
+        ("silu_mul", lambda: g.silu_mul(a, b)),
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=2048)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--intermediate", type=int, default=5504)
+    ap.add_argument("--dtype", choices=list(DTYPES), default="bf16")
+    ap.add_argument("--calls", type=int, default=24, help="calls a graph (a model step has 24 layers)")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--l2-mb", type=float, default=60.0, help="L2 size to defeat (H200: 60 MB)")
+    ap.add_argument("--out", help="append one JSON line per piece (stamped with the environment)")
+    args = ap.parse_args(argv)
+    from ttt_infer.env import collect_env
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dt = DTYPES[args.dtype]
+    B, C = args.batch, args.hidden
+    env = collect_env()
+    bw = None
+    if dev == "cuda":
+        from ttt_infer.bench.limits import measure_copy_bandwidth
+
+        bw = measure_copy_bandwidth()
+    rows = []
+    with torch.no_grad():
+        for name, nbytes, layouts in gemms(B, C, args.intermediate, dt, dev, int(args.l2_mb * 2**20)):
+            for layout, fns in layouts.items():
+                us = graph_us(fns, args.calls, args.reps) if dev == "cuda" else (fns[0](), None)[1]
+                floor = nbytes / bw * 1e6 if bw else None
+                rows.append(dict(part=f"{name} {layout}", kind="gemm", B=B, bytes=nbytes, us=us, floor_us=floor))
+        for name, fn in glue_parts(B, C, args.heads, args.intermediate, dt, dev):
+            us = graph_us([fn], args.calls, args.reps) if dev == "cuda" else (fn(), None)[1]
+            rows.append(dict(part=name, kind="glue", B=B, us=us))
+    if args.out:
+        with open(args.out, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps({**row, "dtype": args.dtype, "copy_tb_s": bw / 1e12 if bw else None,
+                                     "env": env}) + "\n")  # fmt: skip
+    print(f"decode layer parts, B={B} C={C} {args.dtype} on {env.get('gpu') or 'CPU (smoke run, no timing)'}")
+    print(f"{'part':40} {'us':>8} {'floor us':>9} {'of floor':>8}")
+    for r in rows:
+        us = f"{r['us']:.2f}" if r["us"] is not None else "-"
+        fl = r.get("floor_us")
+        frac = f"{fl / r['us']:.2f}" if fl and r["us"] else "-"
+        print(f"{r['part']:40} {us:>8} {f'{fl:.2f}' if fl else '-':>9} {frac:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
