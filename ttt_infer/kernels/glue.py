@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ..layers import rope_rotation
+from ..layers import TorchGlue, rope_rotation
 from . import KernelsUnavailable
 from .decode.common import _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
@@ -420,9 +420,8 @@ class TritonGlue:
             and history.dtype == x.dtype and x.dtype in _ACT_DTYPES
             and all(p.shape == (C,) for p in (conv_norm.weight, seq_norm.weight))
         )  # fmt: skip
-        if not fused:
-            x2 = self.causal_conv(self.rms_norm(x, conv_norm.weight, conv_norm.eps), conv, history, residual=x)
-            return x2, self.rms_norm(x2, seq_norm.weight, seq_norm.eps)
+        if not fused:  # the reference's composition, through this class's kernels
+            return TorchGlue.pre_block(self, x, conv_norm, conv, history, seq_norm)
         x = x.contiguous()
         x2, h = torch.empty_like(x), torch.empty_like(x)
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
