@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -45,7 +46,7 @@ def graph_us(fns: list, calls: int, reps: int) -> float:
     return statistics.median(events_ms(g.replay, reps)) * 1e3 / calls
 
 
-def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int):
+def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int, skinny: bool = False):
     """(name, weight bytes, [fn, ...] per layout) for the layer's decode GEMMs: each fn list cycles through
     weight copies that together exceed 2 x L2."""
     x_c, x_i, res = (torch.randn(B, n, device=dev).to(dt) for n in (C, inter, C))
@@ -66,8 +67,42 @@ def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int):
         else:
             nk = [lambda w=w, x=x: F.linear(x, w) for w in ws]
             kn = [lambda w=w, x=x: x @ w for w in wts]
-        out.append((name, nbytes, {"nk": nk, "kn": kn}))
+        layouts = {"nk": nk, "kn": kn}
+        if skinny:  # the decode GEMM's candidates (nk layout)
+            from ttt_infer.kernels.gemm import CANDIDATES, skinny_linear
+
+            r = res if residual else None
+            for cfg in CANDIDATES:
+                layouts["triton " + ":".join(map(str, cfg))] = [
+                    lambda w=w, x=x, c=cfg, r=r: skinny_linear(x, w, r, c) for w in ws
+                ]
+        out.append((name, n, k, residual, nbytes, layouts))
     return out
+
+
+def write_table(path: str, rows: list[dict], B: int, dtype: str, gpu: str, env: dict) -> None:
+    """Merge this batch's fastest GEMM per shape into the decode GEMM's table (kernels/gemm.py): the Triton
+    configuration where one beat cuBLAS (nk layout, as the model calls it), else null (cuBLAS)."""
+    import triton
+
+    bm = max(16, triton.next_power_of_2(B))
+    table = {"gpu": gpu, "entries": []}
+    if Path(path).is_file():
+        table = json.loads(Path(path).read_text())
+    key = lambda e: (e["bm"], e["N"], e["K"], e["residual"], e["dtype"])
+    by = {key(e): e for e in table["entries"]}
+    for shape in {r["gemm"] for r in rows if r["kind"] == "gemm"}:
+        cands = [r for r in rows if r.get("gemm") == shape and r["us"] is not None and math.isfinite(r["us"])]
+        cublas = next(r for r in cands if r["layout"] == "nk")
+        best = min((r for r in cands if r["layout"].startswith("triton ")), key=lambda r: r["us"], default=None)
+        win = best is not None and best["us"] < cublas["us"]
+        e = {"bm": bm, "N": cublas["N"], "K": cublas["K"], "residual": cublas["residual"], "dtype": dtype,
+             "config": [int(v) for v in best["layout"].split()[1].split(":")] if win else None,
+             "us": best["us"] if best else None, "cublas_us": cublas["us"], "measured_at_B": B,
+             "git_sha": env.get("git_sha")}  # fmt: skip
+        by[key(e)] = e
+    table["entries"] = sorted(by.values(), key=key)
+    Path(path).write_text(json.dumps(table, indent=1) + "\n")
 
 
 def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str):
@@ -110,7 +145,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--l2-mb", type=float, default=60.0, help="L2 size to defeat (H200: 60 MB)")
     ap.add_argument("--out", help="append one JSON line per piece (stamped with the environment)")
+    ap.add_argument("--skinny", action="store_true", help="also time the decode GEMM's Triton candidates")
+    ap.add_argument("--write-table", metavar="JSON", help="merge the fastest GEMM per shape into this table "
+                    "(the format of ttt_infer/kernels/gemm_tables/; implies --skinny)")  # fmt: skip
     args = ap.parse_args(argv)
+    args.skinny = args.skinny or bool(args.write_table)
     from ttt_infer.env import collect_env
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -124,11 +163,19 @@ def main(argv=None) -> int:
         bw = measure_copy_bandwidth()
     rows = []
     with torch.no_grad():
-        for name, nbytes, layouts in gemms(B, C, args.intermediate, dt, dev, int(args.l2_mb * 2**20)):
+        shapes = gemms(B, C, args.intermediate, dt, dev, int(args.l2_mb * 2**20), skinny=args.skinny)
+        for name, n, k, residual, nbytes, layouts in tqdm(shapes, desc="GEMMs", disable=not args.skinny):
             for layout, fns in layouts.items():
-                us = graph_us(fns, args.calls, args.reps) if dev == "cuda" else (fns[0](), None)[1]
+                try:
+                    us = graph_us(fns, args.calls, args.reps) if dev == "cuda" else (fns[0](), None)[1]
+                except Exception as e:  # a Triton tile that does not fit this GPU's shared memory
+                    if not layout.startswith("triton"):
+                        raise
+                    print(f"{name} {layout}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
+                    us = float("inf")
                 floor = nbytes / bw * 1e6 if bw else None
-                rows.append(dict(part=f"{name} {layout}", kind="gemm", B=B, bytes=nbytes, us=us, floor_us=floor))
+                rows.append(dict(part=f"{name} {layout}", kind="gemm", gemm=name, layout=layout, N=n, K=k,
+                                 residual=residual, B=B, bytes=nbytes, us=us, floor_us=floor))  # fmt: skip
         for name, fn in glue_parts(B, C, args.heads, args.intermediate, dt, dev):
             us = graph_us([fn], args.calls, args.reps) if dev == "cuda" else (fn(), None)[1]
             rows.append(dict(part=name, kind="glue", B=B, us=us))
@@ -137,6 +184,8 @@ def main(argv=None) -> int:
             for row in rows:
                 fh.write(json.dumps({**row, "dtype": args.dtype, "copy_tb_s": bw / 1e12 if bw else None,
                                      "env": env}) + "\n")  # fmt: skip
+    if args.write_table and dev == "cuda":
+        write_table(args.write_table, rows, B, str(dt).removeprefix("torch."), env.get("gpu"), env)
     print(f"decode layer parts, B={B} C={C} {args.dtype} on {env.get('gpu') or 'CPU (smoke run, no timing)'}")
     print(f"{'part':40} {'us':>8} {'floor us':>9} {'of floor':>8}")
     for r in rows:

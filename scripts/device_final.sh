@@ -14,6 +14,7 @@
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 #   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
+#   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs), decode bench A/B
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -192,5 +193,30 @@ decode)
   done_step "decode bench"
   cat "$W/decode_layer_B16.log"; tail -n 12 "$W/decode.log"
   ;;
-*) echo "MODE must be check, prefill, ncu, verify, sweep, glue or decode, got $MODE"; exit 2 ;;
+gemm)
+  # the decode GEMM (kernels/gemm.py): its tests compiled, its candidates against cuBLAS inside CUDA graphs at
+  # B = 16 and 64 (writing the table it runs from: gemm_table.json), then the full-model decode bench with
+  # cuBLAS only and with that table, alternating (same-run A/B); ~8 min
+  timeout "${TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=120 tests/test_gemm.py \
+    > "$W/gemm_tests.log" 2>&1
+  done_step "gemm tests"; grep -E "passed|failed" "$W/gemm_tests.log" | tail -1
+  grep -E "^FAILED|^ERROR" "$W/gemm_tests.log" | head -10
+  for b in ${PART_BATCHES:-16 64}; do
+    timeout "${PART_S:-120}" python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" \
+      --write-table "$W/gemm_table.json" > "$W/decode_layer_B$b.log" 2> "$W/decode_layer_B$b.err"
+    done_step "layer parts + table B=$b"
+  done
+  for rep in 1 2; do
+    for how in cublas "$W/gemm_table.json"; do
+      tag=$([ "$how" = cublas ] && echo cublas || echo table)
+      TTT_INFER_GEMM="$how" timeout "${DECODE_S:-60}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear}" \
+        --out "$W/decode_gemm_$tag.jsonl" --batches "${DECODE_BATCHES:-1,16,64}" --no-reference \
+        > "$W/decode_gemm_${tag}_$rep.log" 2>&1
+      done_step "decode bench $tag rep $rep"
+    done
+  done
+  cat "$W/decode_layer_B16.log"; cat "$W/gemm_table.json" | head -80
+  for f in "$W"/decode_gemm_*_2.log; do echo "== $f"; tail -n 5 "$f"; done
+  ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode or gemm, got $MODE"; exit 2 ;;
 esac

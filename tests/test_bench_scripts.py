@@ -34,3 +34,38 @@ def test_bench_decode_layer_runs_every_part(tmp_path, capsys):
     assert {"pre_block (norm, conv + res, norm)", "lr_gate", "post_gate"} <= parts
     assert all(r["us"] is None for r in rows)  # no timing without a GPU, and it says so
     assert "smoke run" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU smoke run; on a GPU the script times for real")
+def test_bench_decode_layer_skinny_candidates_run(tmp_path):
+    pytest.importorskip("triton")
+    from ttt_infer.kernels.gemm import CANDIDATES
+
+    out = tmp_path / "parts.jsonl"
+    args = ["--batch", "2", "--hidden", "64", "--heads", "2", "--intermediate", "128", "--dtype", "fp32",
+            "--l2-mb", "0.01", "--out", str(out), "--skinny"]  # fmt: skip
+    assert _load("bench_decode_layer").main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 * (2 + len(CANDIDATES)) + 6
+    assert "o_proj+res triton " + ":".join(map(str, CANDIDATES[0])) in {r["part"] for r in rows}
+
+
+def test_decode_gemm_table_keeps_cublas_where_it_wins(tmp_path):
+    """write_table: per shape the fastest Triton configuration if it beat cuBLAS, else null; merged by BM."""
+    mod = _load("bench_decode_layer")
+    rows = [
+        dict(kind="gemm", gemm="o", layout="nk", N=64, K=32, residual=True, us=5.0),
+        dict(kind="gemm", gemm="o", layout="kn", N=64, K=32, residual=True, us=1.0),  # not a candidate
+        dict(kind="gemm", gemm="o", layout="triton 64:32:4:3:2", N=64, K=32, residual=True, us=3.0),
+        dict(kind="gemm", gemm="o", layout="triton 64:32:4:3:1", N=64, K=32, residual=True, us=float("inf")),
+        dict(kind="gemm", gemm="q", layout="nk", N=96, K=32, residual=False, us=2.0),
+        dict(kind="gemm", gemm="q", layout="triton 64:32:4:3:2", N=96, K=32, residual=False, us=2.5),
+        dict(kind="glue", part="rms_norm", us=1.0),
+    ]
+    path = tmp_path / "t.json"
+    mod.write_table(str(path), rows, 16, "bfloat16", "GPU X", {"git_sha": "abc"})
+    mod.write_table(str(path), rows[:4], 64, "bfloat16", "GPU X", {"git_sha": "abc"})
+    t = json.loads(path.read_text())
+    got = {(e["bm"], e["N"]): e["config"] for e in t["entries"]}
+    assert got == {(16, 64): [64, 32, 4, 3, 2], (16, 96): None, (64, 64): [64, 32, 4, 3, 2]}
+    assert t["gpu"] == "GPU X"

@@ -3,8 +3,8 @@ takes several: RMSNorm, the causal depthwise convs (with the conv history, the r
 Q/K the head layout and RoPE at position mod the mini-batch), the learning-rate gate, the post-norm
 LayerNorm with the output gate, and SwiGLU's silu(a) * b.
 
-`linear` adds the block's residual inside the output projection's GEMM (torch.addmm) instead of a
-separate pass. Each kernel computes what the PyTorch reference in `ttt_infer/layers.py` computes (`TorchGlue`),
+`linear` adds the block's residual inside the output projection's GEMM (torch.addmm, or for few rows the
+decode GEMM of `gemm.py` where it measured faster) instead of a separate pass. Each kernel computes what the PyTorch reference in `ttt_infer/layers.py` computes (`TorchGlue`),
 in fp32, rounding to the activation dtype at the same points as the reference, so the two agree to
 the rounding of the accumulation order. `TritonGlue` has the same methods as `TorchGlue`; the kernel
 backends use it (`backend.glue`). Positions come from the cache's device tensor (CUDA-graph safe).
@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..layers import TorchGlue, rope_rotation
-from . import KernelsUnavailable
+from . import KernelsUnavailable, gemm
 from .decode.common import _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
 
@@ -310,10 +310,12 @@ class TritonGlue:
     def projections(self, x: torch.Tensor, projs: tuple[torch.nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
         """proj(x) for each projection, as one GEMM over their stacked weights (made once, kept while the
         weights are unchanged: a second copy of them); the results are column slices of one tensor."""
-        if len(projs) == 1:
-            return (projs[0](x),)
-        y = torch.nn.functional.linear(x, *self._stacked(projs))
-        return y.split([p.out_features for p in projs], dim=-1)
+        w, bias = self._stacked(projs) if len(projs) > 1 else (projs[0].weight, projs[0].bias)
+        if bias is not None:
+            y = torch.nn.functional.linear(x, w, bias)
+        else:  # few rows: the decode GEMM where it measured faster than cuBLAS (kernels/gemm.py)
+            y = gemm.linear(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[0])
+        return y.split([p.out_features for p in projs], dim=-1) if len(projs) > 1 else (y,)
 
     def _stacked(self, projs: tuple[torch.nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
         key = tuple(id(p) for p in projs)
@@ -475,12 +477,14 @@ class TritonGlue:
 
     @staticmethod
     def linear(x: torch.Tensor, proj: torch.nn.Linear, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """proj(x) + residual as one GEMM with the residual in its epilogue (cuBLAS beta = 1): one rounding."""
-        if residual is None or proj.bias is not None or residual.dtype != x.dtype:
+        """proj(x) + residual as one GEMM with the residual in its epilogue (cuBLAS beta = 1, or the decode
+        GEMM of kernels/gemm.py for few rows): one rounding."""
+        if proj.bias is not None or (residual is not None and residual.dtype != x.dtype):
             y = proj(x)
             return y if residual is None else residual + y
-        out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), proj.weight.t())
-        return out.view(residual.shape)
+        r2 = None if residual is None else residual.reshape(-1, residual.shape[-1])
+        out = gemm.linear(x.reshape(-1, x.shape[-1]), proj.weight, r2)
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     def silu_mul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         _check_act("silu_mul", "a", a)
