@@ -140,22 +140,117 @@ def test_glue_linear_and_projections_through_the_kernel(monkeypatch, dtype):
     torch.testing.assert_close(c, lin[1](x), **tol)
 
 
+DECODE_SHAPES = [(6144, 2048, False), (11008, 2048, False), (2048, 5504, True), (2048, 2048, True)]  # 1b: q/v/g,
+# gate/up, down + residual, o_proj + residual
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("M", [1, 16, 64])
-@pytest.mark.parametrize("N,K,residual", [(6144, 2048, False), (11008, 2048, False), (2048, 5504, True),
-                                          (2048, 2048, True)])  # fmt: skip
-def test_decode_shapes_every_candidate(dtype, M, N, K, residual):
-    """The 1b model's decode GEMMs (q/v/g, gate/up, down + residual, o_proj + residual), every candidate:
+@pytest.mark.parametrize("N,K,residual", DECODE_SHAPES)
+def test_decode_shapes_table_configs(dtype, M, N, K, residual):
+    """The 1b model's decode GEMMs with the configuration this GPU's table picks (and the table's other picks):
     error vs float64 at most 2x cuBLAS's."""
-    for config in gemm.CANDIDATES:
-        try:
-            check(M, N, K, dtype, config, residual, seed=M)
-        except triton_resource_errors() as e:  # a tile that does not fit in shared memory is skipped
-            print(f"{config}: {e}")
+    import triton
+
+    table = gemm._table(str(gemm.table_path(torch.device("cuda"))))
+    configs = sorted(set(table.values())) or [gemm.CANDIDATES[0]]
+    mine = table.get((max(16, triton.next_power_of_2(M)), N, K, residual, "bfloat16"))
+    for config in [mine] + [c for c in configs if c != mine] if mine else configs:
+        check(M, N, K, dtype, config, residual, seed=M)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", gemm.CANDIDATES)
+def test_every_candidate_compiled(config):
+    """Every candidate compiled, at o_proj's shape (16 rows, bf16) and an odd one (K not a multiple of BK)."""
+    try:
+        check(16, 2048, 2048, torch.bfloat16, config, residual=True)
+        check(3, 200, 1000, torch.bfloat16, config, residual=False, seed=1)
+    except triton_resource_errors() as e:  # a tile that does not fit in shared memory is skipped, and says so
+        pytest.skip(f"{config} does not fit: {e}")
 
 
 def triton_resource_errors():
     from triton.runtime.errors import OutOfResources
 
     return (OutOfResources,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("config", [(16, 32, 4, 2, 1), (16, 32, 4, 2, 3)])
+def test_glu_input_is_silu_mul_fused(dtype, config):
+    """silu(a) * b computed as the kernel loads its input: the same bits as TritonGlue.silu_mul, then the GEMM."""
+    M, K, N = 5, 96, 40
+    ab = rnd(M, 2 * K, dtype=dtype)  # the gate/up output: a and b are column slices of one tensor
+    a, b = ab[:, :K], ab[:, K:]
+    w, r = rnd(N, K, dtype=dtype, seed=1, scale=0.05), rnd(M, N, dtype=dtype, seed=2)
+    fused = gemm.skinny_linear(a, w, r, config, glu_b=b)
+    assert torch.equal(fused, gemm.skinny_linear(GLUE.silu_mul(a, b), w, r, config))
+    ref = torch.nn.functional.silu(a.double()) * b.double() @ w.double().t() + r.double()
+    two_step = torch.addmm(r, torch.nn.functional.silu(a) * b, w.t())
+    assert err(fused, ref) <= 2 * err(two_step, ref) + (1e-6 if dtype == torch.float32 else 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("config", [(16, 32, 4, 2, 1), (16, 32, 4, 2, 2)])
+def test_lr_gate_in_the_epilogue(dtype, config):
+    """The stacked weight's last nh rows give the lr gate (fp32: as TritonGlue.lr_gate) and the rest the same
+    bits as the GEMM without them."""
+    M, K, ny, nh = 6, 64, 48, 3
+    x = rnd(M, K, dtype=dtype)
+    w = rnd(ny + nh, K, dtype=dtype, seed=1, scale=0.1)
+    c = rnd(nh, seed=2)
+    y, lr = gemm.skinny_linear(x, w, None, config, lr_gate=(c, 0.25))
+    assert y.shape == (M, ny) and lr.shape == (M, nh) and lr.dtype == torch.float32
+    assert torch.equal(y, gemm.skinny_linear(x, w[:ny], None, config))
+    want = GLUE.lr_gate(x[:, None], w[ny:], c, 0.25)[:, :, 0]  # [M, nh] at T = 1
+    torch.testing.assert_close(lr, want, rtol=2e-6, atol=2e-6)
+    with pytest.raises(ValueError, match="whole BN"):
+        gemm.skinny_linear(x, w[: ny + 2], None, config, lr_gate=(c[:1], 0.25))  # 49 rows before the gate
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_glue_projections_lr_and_swiglu_match_the_reference(monkeypatch, T):
+    """TritonGlue's fused decode paths (forced configuration) against TorchGlue's composition; T > 1 takes the
+    unfused path through the same stacked weights."""
+    from torch import nn
+
+    from ttt_infer.layers import TORCH_GLUE
+
+    monkeypatch.setenv("TTT_INFER_GEMM", "16:32:4:2:2")
+    glue = TritonGlue()  # its own stacked-weight cache
+    C, nh, inter = 64, 4, 96
+    projs = tuple(nn.Linear(C, C, bias=False).to(DEV) for _ in range(3))
+    w_lr, c_lr = rnd(nh, C, seed=3, scale=0.1), rnd(nh, seed=4)
+    x, res = rnd(2, T, C, seed=5), rnd(2, T, C, seed=6)
+    ys, lr = glue.projections_lr(x, projs, w_lr, c_lr, 0.5)
+    ys_ref, lr_ref = TORCH_GLUE.projections_lr(x, projs, w_lr, c_lr, 0.5)
+    assert lr.shape == lr_ref.shape == (2, nh, T)
+    torch.testing.assert_close(lr, lr_ref, rtol=2e-6, atol=2e-6)
+    for a, b in zip(ys, ys_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    gate, up, down = nn.Linear(C, inter, bias=False), nn.Linear(C, inter, bias=False), nn.Linear(inter, C, bias=False)
+    gate, up, down = gate.to(DEV), up.to(DEV), down.to(DEV)
+    torch.testing.assert_close(glue.swiglu(x, gate, up, down, res), TORCH_GLUE.swiglu(x, gate, up, down, res),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    # the lr rows are stacked once: a second call reuses the same stacked copy (a fresh view of w_lr each call)
+    glue.projections_lr(x, projs, w_lr.view(nh, C), c_lr, 0.5)
+    assert sum(1 for k in glue._stacks if len(k) == 5) == 1
+
+
+def test_model_decode_through_the_fused_gemm_paths(monkeypatch):
+    """Whole-model decode with every few-row GEMM forced through the decode GEMM (lr gate and SwiGLU fused)."""
+    from _models import VOCAB, rel_err, tiny_model
+
+    from ttt_infer.kernels import decode
+
+    monkeypatch.setenv("TTT_INFER_GEMM", "16:32:4:2:2")
+    model = tiny_model("linear", "mamba", dtype=torch.float32, hidden_size=128, num_attention_heads=2).to(DEV)
+    ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(6)).to(DEV)
+    full = model(ids)
+    model._backend = decode.DecodeKernelBackend()
+    cache = model.new_cache(2)
+    logits = [model(ids[:, :3], cache)]
+    logits += [model.decode_step(ids[:, t], cache)[:, None] for t in range(3, ids.shape[1])]
+    assert rel_err(torch.cat(logits, 1), full) < 1e-4

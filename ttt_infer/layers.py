@@ -42,10 +42,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor, glue: Glue | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
         """down(silu(gate(x)) * up(x)), plus `residual` when given."""
-        glue = glue or TORCH_GLUE
-        return glue.linear(
-            glue.silu_mul(*glue.projections(x, (self.gate_proj, self.up_proj))), self.down_proj, residual
-        )
+        return (glue or TORCH_GLUE).swiglu(x, self.gate_proj, self.up_proj, self.down_proj, residual)
 
 
 def depthwise_conv1d(kernel: int, channels: int) -> nn.Conv1d:
@@ -164,10 +161,14 @@ class TTTLayer(nn.Module):
             self._tau_key = key
         return self._tau
 
+    def lr_gate_params(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(w [nh, C], c [nh], base_lr / f) of lr_j = base_lr / f * sigmoid(x_j . w_h + c_h)."""
+        w, c = self.learnable_ttt_lr_weight.reshape(self.num_heads, -1), self.learnable_ttt_lr_bias.reshape(-1)
+        return w, c, self.config.ttt_base_lr / self.head_dim
+
     def learning_rate(self, x: torch.Tensor, glue: Glue | None = None) -> torch.Tensor:
         """lr_j = base_lr / f * sigmoid(x_j . w_h + c_h): [B, nh, T] in the state dtype."""
-        w, c = self.learnable_ttt_lr_weight.reshape(self.num_heads, -1), self.learnable_ttt_lr_bias.reshape(-1)
-        return (glue or TORCH_GLUE).lr_gate(x, w, c, self.config.ttt_base_lr / self.head_dim)
+        return (glue or TORCH_GLUE).lr_gate(x, *self.lr_gate_params())
 
     def forward(
         self,
@@ -189,7 +190,10 @@ class TTTLayer(nn.Module):
         glue = getattr(backend, "glue", None) or TORCH_GLUE
         share, gated = self.config.share_qk, self.config.use_gate
         projs = (self.q_proj, *(() if share else (self.k_proj,)), self.v_proj, *((self.g_proj,) if gated else ()))
-        ys = list(glue.projections(x, projs))  # the kernel glue: one GEMM over the stacked weights
+        # the projections and the lr gate; the kernel glue: one GEMM over the stacked weights (at decode the lr
+        # gate's weights stacked too, where measured faster)
+        ys, lr = glue.projections_lr(x, projs, *self.lr_gate_params())
+        ys = list(ys)
         xq, xk, xv, gate = ys.pop(0), None if share else ys.pop(0), ys.pop(0), ys.pop(0) if gated else None
         if share:
             XQ, XK = glue.qk_conv_rope(
@@ -201,7 +205,6 @@ class TTTLayer(nn.Module):
         if T > 1:  # prompts: the prefill kernels read contiguous heads; a decode step reads the view in place
             XV = XV.contiguous()
         acc = state_dtype(x.dtype)
-        lr = self.learning_rate(x, glue)
         start = None if seqlen is None else seqlen % b
         out = backend.inner(
             state, XQ, XK, XV, lr, self.ttt_norm_weight, self.ttt_norm_bias, self.token_scale(acc), start, position
@@ -280,6 +283,16 @@ class TorchGlue:
     def projections(x: torch.Tensor, projs: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
         """proj(x) for each projection of x (kernels.glue.TritonGlue: one GEMM over the stacked weights)."""
         return tuple(p(x) for p in projs)
+
+    def projections_lr(self, x: torch.Tensor, projs: tuple[nn.Linear, ...], lr_weight: torch.Tensor,
+                       lr_bias: torch.Tensor, scale: float) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # fmt: skip
+        """(projections(x, projs), lr_gate(x, lr_weight, lr_bias, scale)): a TTT layer's inputs from x."""
+        return self.projections(x, projs), self.lr_gate(x, lr_weight, lr_bias, scale)
+
+    def swiglu(self, x: torch.Tensor, gate: nn.Linear, up: nn.Linear, down: nn.Linear,
+               residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """down(silu(gate(x)) * up(x)) (+ residual)."""
+        return self.linear(self.silu_mul(*self.projections(x, (gate, up))), down, residual)
 
     @staticmethod
     def linear(x: torch.Tensor, proj: nn.Linear, residual: torch.Tensor | None = None) -> torch.Tensor:

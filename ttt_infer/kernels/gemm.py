@@ -54,9 +54,10 @@ CANDIDATES = [
 if triton is not None:
 
     @triton.jit
-    def _skinny_kernel(X, W, R, Y, P, CNT, M, N, K, sxm, swn, srm,
+    def _skinny_kernel(X, XB, W, R, Y, P, CNT, LRB, LRO, M, N, K, NY, sxm, sxb, swn, srm, lr_scale,
                        K_SPLIT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
-                       HAS_RES: tl.constexpr, IEEE: tl.constexpr, EVEN_K: tl.constexpr):  # fmt: skip
+                       HAS_RES: tl.constexpr, IEEE: tl.constexpr, EVEN_K: tl.constexpr, GLU: tl.constexpr,
+                       HAS_LR: tl.constexpr):  # fmt: skip
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         n = pid_n * BN + tl.arange(0, BN)
@@ -70,6 +71,7 @@ if triton is not None:
         k_lo = pid_k * K_SPLIT  # K_SPLIT: whole BK tiles; tiles past K (last split) are masked off
         w_rows = W + n[:, None].to(tl.int64) * swn
         x_cols = X + m[None, :].to(tl.int64) * sxm
+        xb_cols = XB + m[None, :].to(tl.int64) * sxb
         for k0 in range(0, K_SPLIT, BK):
             k = k_lo + k0 + tl.arange(0, BK)
             if EVEN_K:  # a whole tile in or out: a mask constant along k keeps 16-byte async copies
@@ -78,27 +80,41 @@ if triton is not None:
                 km = k < K
             w = tl.load(w_rows + k[None, :], mask=nm[:, None] & km[None, :], other=0.0)
             xt = tl.load(x_cols + k[:, None], mask=km[:, None] & mm[None, :], other=0.0)  # [BK, BM]
+            if GLU:  # x = silu(a) * b with _silu_mul_kernel's roundings (a = X, b = XB)
+                a = xt.to(tl.float32)
+                sa = (a * tl.sigmoid(a)).to(W.dtype.element_ty).to(tl.float32)
+                bt = tl.load(xb_cols + k[:, None], mask=km[:, None] & mm[None, :], other=0.0).to(tl.float32)
+                xt = (sa * bt).to(W.dtype.element_ty)
             if IEEE:
                 acc += tl.dot(w, xt, input_precision="ieee")
             else:  # 16-bit x and w: exact products, fp32 accumulation on the tensor cores
                 acc += tl.dot(w, xt)
-        out = n[:, None] + m[None, :] * N  # [BN, BM]
         mask = nm[:, None] & mm[None, :]
         last = True
         if SPLIT > 1:
-            tl.store(P + pid_k * M * N + out, acc, mask=mask)
+            part = n[:, None] + m[None, :] * N  # [BN, BM]
+            tl.store(P + pid_k * M * N + part, acc, mask=mask)
             tl.debug_barrier()  # every thread's partial is written before the ticket is taken (release)
             ticket = tl.atomic_add(CNT + pid_n, 1, sem="acq_rel")
             last = ticket == SPLIT - 1
             if last:  # the other splits' partials are visible (acquire); read them past L1
                 acc = tl.zeros([BN, BM], tl.float32)
                 for s in tl.static_range(SPLIT):
-                    acc += tl.load(P + s * M * N + out, mask=mask, other=0.0, cache_modifier=".cg")
+                    acc += tl.load(P + s * M * N + part, mask=mask, other=0.0, cache_modifier=".cg")
                 tl.atomic_xchg(CNT + pid_n, 0)  # ready for the next call
         if last:
             if HAS_RES:
                 acc += tl.load(R + m[None, :].to(tl.int64) * srm + n[:, None], mask=mask, other=0.0).to(tl.float32)
-            tl.store(Y + out, acc.to(Y.dtype.element_ty), mask=mask)
+            out = n[:, None] + m[None, :] * NY  # y has NY columns: the ones before the lr gate's
+            if HAS_LR:  # columns NY.. are the lr gate's heads (whole blocks): scale * sigmoid(x . w_h + c_h), fp32
+                if pid_n * BN >= NY:
+                    h = n - NY
+                    logit = acc + tl.load(LRB + h, mask=nm, other=0.0).to(tl.float32)[:, None]
+                    tl.store(LRO + h[:, None] + m[None, :] * (N - NY), lr_scale * tl.sigmoid(logit), mask=mask)
+                else:
+                    tl.store(Y + out, acc.to(Y.dtype.element_ty), mask=mask)
+            else:
+                tl.store(Y + out, acc.to(Y.dtype.element_ty), mask=mask)
 
 
 def _fail(msg: str, exc=ValueError):
@@ -133,9 +149,14 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None,
-                  config: tuple[int, int, int, int, int] = CANDIDATES[0]) -> torch.Tensor:  # fmt: skip
+                  config: tuple[int, int, int, int, int] = CANDIDATES[0], glu_b: torch.Tensor | None = None,
+                  lr_gate: tuple[torch.Tensor, float] | None = None):  # fmt: skip
     """x [M, K] @ w [N, K]^T (+ residual [M, N]) in x's dtype, M <= MAX_ROWS, through the Triton kernel with
-    `config` (BN, BK, WARPS, STAGES, SPLIT). x and residual may be row views (unit column stride)."""
+    `config` (BN, BK, WARPS, STAGES, SPLIT). x, glu_b and residual may be row views (unit column stride).
+
+    glu_b [M, K]: the GEMM's input is silu(x) * glu_b (SwiGLU's, rounded as `TritonGlue.silu_mul`), never stored.
+    lr_gate (bias [nh], scale): w's last nh rows are the lr gate's weights; returns (y [M, N - nh],
+    lr [M, nh] fp32 = scale * sigmoid(x . w_h + bias_h), accumulated in fp32 as `TritonGlue.lr_gate`)."""
     if triton is None:
         _fail("Triton is not installed", RuntimeError)
     if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[1]:
@@ -150,24 +171,41 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | Non
         _fail(f"x and w must be on one CUDA device (or the CPU under TRITON_INTERPRET=1), got {x.device}, {w.device}")
     if x.stride(1) != 1 or w.stride(1) != 1:
         _fail("x and w need unit column stride (a row view or a contiguous tensor)")
+    if glu_b is not None and (glu_b.shape != x.shape or glu_b.dtype != x.dtype or glu_b.device != x.device
+                              or glu_b.stride(1) != 1):  # fmt: skip
+        _fail(f"glu_b must match x {tuple(x.shape)} {x.dtype} with unit column stride, got {tuple(glu_b.shape)} "
+              f"{glu_b.dtype}")  # fmt: skip
+    bn, bk, warps, stages, split = config
+    ny = N
+    if lr_gate is not None:
+        lr_bias, lr_scale = lr_gate
+        nh = lr_bias.numel()
+        ny = N - nh
+        if not (0 < nh < N) or ny % bn or lr_bias.device != x.device or residual is not None:
+            _fail(f"the lr gate's {nh} heads must be w's last rows after whole BN = {bn} blocks of the others "
+                  f"(N = {N}), with no residual")  # fmt: skip
     if residual is not None and (residual.shape != (M, N) or residual.dtype != x.dtype
                                  or residual.device != x.device or residual.stride(1) != 1):  # fmt: skip
         _fail(f"residual must be [{M}, {N}] {x.dtype} on {x.device} with unit column stride, got "
               f"{tuple(residual.shape)} {residual.dtype} on {residual.device}")  # fmt: skip
-    bn, bk, warps, stages, split = config
     k_split = triton.cdiv(triton.cdiv(K, bk), split) * bk
     split = triton.cdiv(K, k_split)  # no empty split
     blocks = triton.cdiv(N, bn)
-    y = torch.empty(M, N, device=x.device, dtype=x.dtype)
+    y = torch.empty(M, ny, device=x.device, dtype=x.dtype)
+    lr = torch.empty(M, N - ny, device=x.device, dtype=torch.float32) if lr_gate is not None else y
     part = torch.empty(split, M, N, device=x.device, dtype=torch.float32) if split > 1 else y
     cnt = _counters(x.device, blocks) if split > 1 else y
     r = residual if residual is not None else y
+    xb = glu_b if glu_b is not None else x
+    lrb = lr_gate[0].reshape(-1) if lr_gate is not None else y
     _skinny_kernel[(blocks, split)](
-        x, w, r, y, part, cnt, M, N, K, x.stride(0), w.stride(0), r.stride(0),
+        x, xb, w, r, y, part, cnt, lrb, lr, M, N, K, ny, x.stride(0), xb.stride(0), w.stride(0), r.stride(0),
+        float(lr_gate[1]) if lr_gate is not None else 0.0,
         K_SPLIT=k_split, BM=max(16, triton.next_power_of_2(M)), BN=bn, BK=bk, SPLIT=split, HAS_RES=residual is not None,
-        IEEE=x.dtype == torch.float32, EVEN_K=K % bk == 0, num_warps=warps, num_stages=stages,
+        IEEE=x.dtype == torch.float32, EVEN_K=K % bk == 0, GLU=glu_b is not None, HAS_LR=lr_gate is not None,
+        num_warps=warps, num_stages=stages,
     )  # fmt: skip
-    return y
+    return (y, lr) if lr_gate is not None else y
 
 
 def _slug(name: str) -> str:

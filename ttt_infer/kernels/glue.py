@@ -155,19 +155,14 @@ if triton is not None:
         hb = HIST + b * C * (KS - 1)
         acc = tl.load(CB + c, mask=m, other=0.0).to(tl.float32)
         for j in tl.static_range(KS - 1):  # taps 0..KS-2 from the history, as _conv_kernel at T = 1
-            acc += tl.load(hb + c * (KS - 1) + j, mask=m, other=0.0).to(tl.float32) * tl.load(
-                CW + c * KS + j, mask=m, other=0.0
-            ).to(tl.float32)
+            hj = tl.load(hb + c * (KS - 1) + j, mask=m, other=0.0)
+            acc += hj.to(tl.float32) * tl.load(CW + c * KS + j, mask=m, other=0.0).to(tl.float32)
+            if j > 0:  # the history advances by one input: tap j moves to slot j-1 (read by this same thread
+                tl.store(hb + c * (KS - 1) + (j - 1), hj, mask=m)  # in the step before: no reload, no barrier)
+        tl.store(hb + c * (KS - 1) + (KS - 2), n.to(HIST.dtype.element_ty), mask=m)  # n lands in the last slot
         acc += n.to(tl.float32) * tl.load(CW + c * KS + (KS - 1), mask=m, other=0.0).to(tl.float32)
         x2 = (x + acc.to(dt).to(tl.float32)).to(dt)  # x is already in dt: the residual add rounds once
         tl.store(XO + b * C + c, x2, mask=m)
-        # the history advances by one input: slots 1..KS-2 move down, n lands in the last (this program alone
-        # holds the row; the barrier orders every tap read above before the first overwrite)
-        tl.debug_barrier()
-        for j in tl.static_range(KS - 2):
-            v = tl.load(hb + c * (KS - 1) + j + 1, mask=m, other=0.0)
-            tl.store(hb + c * (KS - 1) + j, v, mask=m)
-        tl.store(hb + c * (KS - 1) + (KS - 2), n.to(HIST.dtype.element_ty), mask=m)
         y = x2.to(tl.float32)
         r2 = 1.0 / tl.sqrt(tl.sum(y * y, axis=0) / C + eps2)
         h = (y * r2).to(dt).to(tl.float32) * tl.load(W2 + c, mask=m, other=0.0).to(tl.float32)
@@ -317,18 +312,62 @@ class TritonGlue:
             y = gemm.linear(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[0])
         return y.split([p.out_features for p in projs], dim=-1) if len(projs) > 1 else (y,)
 
-    def _stacked(self, projs: tuple[torch.nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        key = tuple(id(p) for p in projs)
+    def projections_lr(self, x: torch.Tensor, projs: tuple[torch.nn.Linear, ...], lr_weight: torch.Tensor,
+                       lr_bias: torch.Tensor, scale: float) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # fmt: skip
+        """(projections(x, projs), lr_gate(x, lr_weight, lr_bias, scale)). The lr gate's weights are stacked
+        below the projections' (one copy of the weights for prompts and decode); at decode (T = 1) where the
+        decode GEMM runs the stacked shape, its last column block computes the gate in its epilogue (fp32
+        accumulation, as `lr_gate`): one launch for both. Otherwise the projections' GEMM and `lr_gate`."""
+        B, T, C = x.shape
+        nh = lr_weight.shape[0]
+        if not (
+            all(p.bias is None and p.weight.dtype == x.dtype for p in projs)
+            and lr_weight.dtype == x.dtype
+            and lr_weight.shape == (nh, C)
+        ):
+            return self.projections(x, projs), self.lr_gate(x, lr_weight, lr_bias, scale)
+        w_all, _ = self._stacked(projs, extra=lr_weight)
+        ny = w_all.shape[0] - nh
+        x2 = x.reshape(-1, C)
+        cfg = gemm.choose(x2, w_all[:ny], None) if T == 1 else None
+        if cfg is not None and ny % cfg[0] == 0:
+            y, lr = gemm.skinny_linear(x2, w_all, None, cfg, lr_gate=(lr_bias, scale))
+            lr = lr.view(B, nh, 1)  # [B*T, nh] is [B, nh, T] at T = 1
+        else:
+            y, lr = gemm.linear(x2, w_all[:ny]), self.lr_gate(x, lr_weight, lr_bias, scale)
+        y = y.view(B, T, ny)
+        return (y.split([p.out_features for p in projs], dim=-1) if len(projs) > 1 else (y,)), lr
+
+    def swiglu(self, x: torch.Tensor, gate: torch.nn.Linear, up: torch.nn.Linear, down: torch.nn.Linear,
+               residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """down(silu(gate(x)) * up(x)) (+ residual): gate/up as one GEMM; for few rows where the decode GEMM runs
+        down's shape, silu * mul happens as it loads its input (one launch less, the same roundings)."""
+        a, b = self.projections(x, (gate, up))
+        if down.bias is None and (residual is None or residual.dtype == x.dtype) and a.dtype == down.weight.dtype:
+            a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])  # views: column slices of one output
+            r2 = None if residual is None else residual.reshape(-1, residual.shape[-1])
+            cfg = gemm.choose(a2, down.weight, r2) if b2.stride(1) == 1 else None
+            if cfg is not None:
+                return gemm.skinny_linear(a2, down.weight, r2, cfg, glu_b=b2).view(*x.shape[:-1], down.out_features)
+        return self.linear(self.silu_mul(a, b), down, residual)
+
+    def _stacked(self, projs: tuple[torch.nn.Linear, ...],
+                 extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """The projections' weights (and `extra` rows below them) as one tensor, made once and kept while the
+        weights are unchanged (a second copy of them), with the stacked bias (None without biases)."""
+        # extra is often a fresh view of a parameter (a new id each call): keyed by its storage and shape
+        key = tuple(id(p) for p in projs) + ((extra.data_ptr(), tuple(extra.shape)) if extra is not None else ())
         sig = tuple(
             (p.weight.data_ptr(), p.weight._version, None if p.bias is None else p.bias._version) for p in projs
-        )
+        ) + (((extra.data_ptr(), extra._version),) if extra is not None else ())
         hit = self._stacks.get(key)
         if hit is not None and hit[0] == sig:
             return hit[1]
-        w = torch.cat([p.weight.detach() for p in projs])
+        w = torch.cat([p.weight.detach() for p in projs] + ([extra.detach()] if extra is not None else []))
         bias = None
         if any(p.bias is not None for p in projs):
-            bias = torch.cat([p.bias.detach() if p.bias is not None else w.new_zeros(p.out_features) for p in projs])
+            bias = torch.cat([p.bias.detach() if p.bias is not None else w.new_zeros(p.out_features) for p in projs]
+                             + ([w.new_zeros(extra.shape[0])] if extra is not None else []))  # fmt: skip
         if not (w.device.type == "cuda" and torch.cuda.is_current_stream_capturing()):  # as for the RoPE table
             self._stacks[key] = (sig, (w, bias))
         return w, bias
