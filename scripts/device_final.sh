@@ -180,10 +180,12 @@ decode)
   # a decode change: the decode kernel, whole-model decode and glue GPU tests, the layer's pieces timed inside
   # CUDA graphs (scripts/bench_decode_layer.py: GEMMs in two weight layouts, each glue kernel at T = 1), the
   # decode bench; ~5 min
-  timeout "${TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider --timeout=90 tests/test_decode_kernels.py \
-    tests/gpu/test_decode_gpu.py tests/test_glue.py > "$W/decode_tests.log" 2>&1
-  done_step "decode tests"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
-  grep -E "^FAILED|^ERROR" "$W/decode_tests.log" | head -10
+  # the whole-model GPU tests first (they run every decode path the bench runs), one line a test (-v), so a
+  # run cut by its time limit still says which tests passed
+  timeout "${TESTS_S:-280}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
+    tests/test_gemm.py tests/test_glue.py tests/test_decode_kernels.py > "$W/decode_tests.log" 2>&1
+  done_step "decode tests"; grep -cE " PASSED" "$W/decode_tests.log"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
+  grep -E " FAILED|^FAILED|^ERROR" "$W/decode_tests.log" | head -10
   for b in ${PART_BATCHES:-1 16 64}; do
     timeout 60 python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" > "$W/decode_layer_B$b.log" 2>&1
     done_step "layer parts B=$b"
