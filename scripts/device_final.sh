@@ -15,6 +15,7 @@
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 #   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
 #   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs), decode bench A/B
+#   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -220,5 +221,25 @@ gemm)
   cat "$W/decode_layer_B16.log"; cat "$W/gemm_table.json" | head -80
   for f in "$W"/decode_gemm_*_2.log; do echo "== $f"; tail -n 5 "$f"; done
   ;;
-*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode or gemm, got $MODE"; exit 2 ;;
+folds)
+  # what the glue folds into the decode GEMM (TTT_INFER_GEMM_FOLDS), same-run A/B at B <= 64 (TTT-Linear), the
+  # full decode bench with the defaults, then the decode kernel and glue tests for the time left (-v)
+  for rep in 1 2; do
+    for f in "silu,lr" "lr" "none"; do
+      TTT_INFER_GEMM_FOLDS="$([ "$f" = none ] || echo "$f")" timeout 60 python3 scripts/bench_decode.py --kinds linear \
+        --out "$W/decode_folds_${f/,/_}.jsonl" --batches 1,16,64 --no-reference > "$W/decode_folds_${f/,/_}_$rep.log" 2>&1
+      done_step "decode folds=$f rep $rep"
+    done
+  done
+  timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
+    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+  done_step "decode bench"
+  timeout "${TESTS_S:-150}" python3 -m pytest -v -p no:cacheprovider --timeout=90 ${FOLD_TESTS:-tests/test_decode_kernels.py tests/test_glue.py} \
+    > "$W/decode_tests.log" 2>&1
+  done_step "tests"; grep -cE " PASSED" "$W/decode_tests.log"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
+  grep -E " FAILED|^FAILED|^ERROR" "$W/decode_tests.log" | head -10
+  for f in "$W"/decode_folds_*_2.log; do echo "== $f"; tail -n 3 "$f"; done
+  tail -n 12 "$W/decode.log"
+  ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, gemm or folds, got $MODE"; exit 2 ;;
 esac

@@ -254,3 +254,19 @@ def test_model_decode_through_the_fused_gemm_paths(monkeypatch):
     logits = [model(ids[:, :3], cache)]
     logits += [model.decode_step(ids[:, t], cache)[:, None] for t in range(3, ids.shape[1])]
     assert rel_err(torch.cat(logits, 1), full) < 1e-4
+
+
+@pytest.mark.parametrize("folds, rows, fused", [("silu,lr", 3, True), ("lr", 3, False), ("silu", 17, False)])
+def test_silu_fold_follows_the_switch_and_the_row_limit(monkeypatch, folds, rows, fused):
+    from torch import nn
+
+    monkeypatch.setenv("TTT_INFER_GEMM", "16:32:4:2:1")
+    monkeypatch.setenv("TTT_INFER_GEMM_FOLDS", folds)
+    glue = TritonGlue()
+    calls = []
+    monkeypatch.setattr(glue, "silu_mul", lambda a, b: calls.append(1) or TritonGlue.silu_mul(glue, a, b))
+    gate, up, down = (nn.Linear(i, o, bias=False).to(DEV) for i, o in ((32, 48), (32, 48), (48, 32)))
+    x = rnd(rows, 1, 32)
+    y = glue.swiglu(x, gate, up, down)
+    torch.testing.assert_close(y, down(torch.nn.functional.silu(gate(x)) * up(x)), rtol=1e-5, atol=1e-5)
+    assert (not calls) == fused

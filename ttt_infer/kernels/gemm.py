@@ -258,6 +258,18 @@ def choose(x2: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None):
     return _table(source).get((bm, w.shape[0], w.shape[1], residual is not None, name))
 
 
+# What the glue folds into the decode GEMM (TTT_INFER_GEMM_FOLDS, comma-separated; "" for neither): "silu"
+# (SwiGLU's silu * mul into down's input loads, at <= FOLD_SILU_MAX_ROWS rows) and "lr" (the lr gate into the
+# q/v/g GEMM's last column block). At 64 rows the silu fold made the whole decode step 29% slower on the H200
+# (session 6: 2.12 -> 2.74 ms a step at B=64, TTT-Linear; x tiles of 64 rows through the fold); at 16 rows the
+# step got faster with both folds (1.669 -> 1.609 ms at B=16, with the block front change).
+FOLD_SILU_MAX_ROWS = 16
+
+
+def folds() -> set[str]:
+    return {f.strip() for f in os.environ.get("TTT_INFER_GEMM_FOLDS", "silu,lr").split(",") if f.strip()}
+
+
 def linear(x2: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     """x2 [M, K] @ w [N, K]^T (+ residual [M, N], one rounding): the Triton kernel where `choose` says so,
     cuBLAS (F.linear / torch.addmm) otherwise."""

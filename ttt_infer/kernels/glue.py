@@ -329,7 +329,7 @@ class TritonGlue:
         w_all, _ = self._stacked(projs, extra=lr_weight)
         ny = w_all.shape[0] - nh
         x2 = x.reshape(-1, C)
-        cfg = gemm.choose(x2, w_all[:ny], None) if T == 1 else None
+        cfg = gemm.choose(x2, w_all[:ny], None) if T == 1 and "lr" in gemm.folds() else None
         if cfg is not None and ny % cfg[0] == 0:
             y, lr = gemm.skinny_linear(x2, w_all, None, cfg, lr_gate=(lr_bias, scale))
             lr = lr.view(B, nh, 1)  # [B*T, nh] is [B, nh, T] at T = 1
@@ -340,10 +340,18 @@ class TritonGlue:
 
     def swiglu(self, x: torch.Tensor, gate: torch.nn.Linear, up: torch.nn.Linear, down: torch.nn.Linear,
                residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """down(silu(gate(x)) * up(x)) (+ residual): gate/up as one GEMM; for few rows where the decode GEMM runs
-        down's shape, silu * mul happens as it loads its input (one launch less, the same roundings)."""
+        """down(silu(gate(x)) * up(x)) (+ residual): gate/up as one GEMM; for <= gemm.FOLD_SILU_MAX_ROWS rows where
+        the decode GEMM runs down's shape, silu * mul happens as it loads its input (one launch less, the same
+        roundings)."""
         a, b = self.projections(x, (gate, up))
-        if down.bias is None and (residual is None or residual.dtype == x.dtype) and a.dtype == down.weight.dtype:
+        rows = a.shape[:-1].numel()
+        if (
+            0 < rows <= gemm.FOLD_SILU_MAX_ROWS
+            and "silu" in gemm.folds()
+            and down.bias is None
+            and (residual is None or residual.dtype == x.dtype)
+            and a.dtype == down.weight.dtype
+        ):
             a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])  # views: column slices of one output
             r2 = None if residual is None else residual.reshape(-1, residual.shape[-1])
             cfg = gemm.choose(a2, down.weight, r2) if b2.stride(1) == 1 else None
