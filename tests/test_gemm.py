@@ -219,6 +219,7 @@ def test_glue_projections_lr_and_swiglu_match_the_reference(monkeypatch, T):
     from ttt_infer.layers import TORCH_GLUE
 
     monkeypatch.setenv("TTT_INFER_GEMM", "16:32:4:2:2")
+    monkeypatch.setenv("TTT_INFER_GEMM_FOLDS", "silu,lr")  # both folds (silu is opt-in)
     glue = TritonGlue()  # its own stacked-weight cache
     C, nh, inter = 64, 4, 96
     projs = tuple(nn.Linear(C, C, bias=False).to(DEV) for _ in range(3))
@@ -246,6 +247,7 @@ def test_model_decode_through_the_fused_gemm_paths(monkeypatch):
     from ttt_infer.kernels import decode
 
     monkeypatch.setenv("TTT_INFER_GEMM", "16:32:4:2:2")
+    monkeypatch.setenv("TTT_INFER_GEMM_FOLDS", "silu,lr")  # both folds (silu is opt-in)
     model = tiny_model("linear", "mamba", dtype=torch.float32, hidden_size=128, num_attention_heads=2).to(DEV)
     ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(6)).to(DEV)
     full = model(ids)

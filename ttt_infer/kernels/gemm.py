@@ -258,16 +258,17 @@ def choose(x2: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None):
     return _table(source).get((bm, w.shape[0], w.shape[1], residual is not None, name))
 
 
-# What the glue folds into the decode GEMM (TTT_INFER_GEMM_FOLDS, comma-separated; "" for neither): "silu"
-# (SwiGLU's silu * mul into down's input loads, at <= FOLD_SILU_MAX_ROWS rows) and "lr" (the lr gate into the
-# q/v/g GEMM's last column block). At 64 rows the silu fold made the whole decode step 29% slower on the H200
-# (session 6: 2.12 -> 2.74 ms a step at B=64, TTT-Linear; x tiles of 64 rows through the fold); at 16 rows the
-# step got faster with both folds (1.669 -> 1.609 ms at B=16, with the block front change).
+# What the glue folds into the decode GEMM (TTT_INFER_GEMM_FOLDS, comma-separated; "" for neither): "lr" (the
+# lr gate into the q/v/g GEMM's last column block; the default) and "silu" (SwiGLU's silu * mul into down's
+# input loads, at <= FOLD_SILU_MAX_ROWS rows; opt-in). Same-run A/B on the H200 (session 6, TTT-Linear bf16, ms
+# a step at B=1 / 16 / 64, results/h200/history/decode_folds_*.jsonl): none 1.50 / 1.65 / 2.09, lr 1.39-1.41 /
+# 1.53-1.55 / 2.09, silu + lr 1.46 / 1.59-1.60 / 2.09: the silu fold costs more in down than the kernel it
+# saves (at 64 rows, before the row limit, it made B=64 29% slower).
 FOLD_SILU_MAX_ROWS = 16
 
 
 def folds() -> set[str]:
-    return {f.strip() for f in os.environ.get("TTT_INFER_GEMM_FOLDS", "silu,lr").split(",") if f.strip()}
+    return {f.strip() for f in os.environ.get("TTT_INFER_GEMM_FOLDS", "lr").split(",") if f.strip()}
 
 
 def linear(x2: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:

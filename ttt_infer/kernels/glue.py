@@ -340,9 +340,10 @@ class TritonGlue:
 
     def swiglu(self, x: torch.Tensor, gate: torch.nn.Linear, up: torch.nn.Linear, down: torch.nn.Linear,
                residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """down(silu(gate(x)) * up(x)) (+ residual): gate/up as one GEMM; for <= gemm.FOLD_SILU_MAX_ROWS rows where
-        the decode GEMM runs down's shape, silu * mul happens as it loads its input (one launch less, the same
-        roundings)."""
+        """down(silu(gate(x)) * up(x)) (+ residual): gate/up as one GEMM. With the "silu" fold switched on
+        (TTT_INFER_GEMM_FOLDS; measured slower on the H200, so off by default), for <= gemm.FOLD_SILU_MAX_ROWS
+        rows where the decode GEMM runs down's shape, silu * mul happens as it loads its input (one launch less,
+        the same roundings)."""
         a, b = self.projections(x, (gate, up))
         rows = a.shape[:-1].numel()
         if (
