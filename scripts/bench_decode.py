@@ -192,7 +192,8 @@ def report(jsonl: Path) -> str:
             out.append(f"| {r['kind']} | {r['B']} | {r['backend']} | {r['error'][:60]} | | | | | |")
             continue
         out.append(f"| {r['kind']} | {r['B']} | {r['backend']} | {r['mode']} | {r['ms']:.3f} | {r['tokens_s']:.0f} | "
-                   f"{r['limit_tokens_s']:.0f} | {r['frac_limit']:.2f} | {(r['env'].get('git_sha') or '?')[:7]} |")  # fmt: skip
+                   f"{r['limit_tokens_s']:.0f} | {r['frac_limit']:.2f} | {(r['env'].get('git_sha') or '?')[:7]}"
+                   + (f" ({r['note']})" if r.get("note") else "") + " |")  # fmt: skip
     env = rows[-1]["env"] if rows else {}
     out += ["", f"Environment: {env.get('gpu')}, driver {env.get('driver')}, torch {env.get('torch')}, triton {env.get('triton')}, "
             f"copy bandwidth {rows[-1]['copy_tb_s']:.2f} TB/s" if rows else ""]  # fmt: skip
