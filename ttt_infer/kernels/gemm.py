@@ -11,11 +11,14 @@ the last split of a column block to arrive (an atomic ticket per block) sums the
 (deterministic: the same bits every run) and finishes; it resets the ticket, so the counters need no memset
 between calls.
 
-Which kernel runs: `choose(M, N, K, ...)` looks the shape up in a table measured on the GPU model
+Which kernel runs: `choose(x2, w, residual)` looks the shape up in a table measured on the GPU model
 (`gemm_tables/<gpu>.json`, written by `scripts/bench_decode_layer.py --write-table`): a shape the table has,
 where a Triton configuration beat cuBLAS in that measurement, runs that configuration; anything else
 (another GPU, another shape, > 64 rows, a bias) runs cuBLAS. TTT_INFER_GEMM overrides: "cublas" (never
 Triton), "BN:BK:WARPS:STAGES:SPLIT" (that configuration for every eligible call), or a table file's path.
+
+The kernel can also take SwiGLU's gate and up and compute silu(a) * b as it loads x (`glu_b`), and compute
+the lr gate in the last column block's epilogue (`lr_gate`); `folds()` says which of these the glue uses.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ CANDIDATES = [
     (128, 128, 8, 4, 4),
     (128, 64, 4, 5, 4),
     (128, 64, 4, 5, 8),
+    # for 64 rows (BM = 64: an x tile as large as w's at BN = 64), where the ones above lost to cuBLAS (session 6):
+    # smaller K tiles, more stages, more splits; not measured yet
+    (64, 64, 4, 4, 8),
+    (64, 32, 4, 6, 8),
+    (128, 32, 8, 6, 8),
 ]
 
 if triton is not None:
