@@ -85,12 +85,13 @@ def write_table(path: str, rows: list[dict], B: int, dtype: str, gpu: str, env: 
     configuration where one beat cuBLAS (nk layout, as the model calls it), else null (cuBLAS)."""
     import triton
 
+    from ttt_infer.kernels.gemm import table_key
+
     bm = max(16, triton.next_power_of_2(B))
     table = {"gpu": gpu, "entries": []}
     if Path(path).is_file():
         table = json.loads(Path(path).read_text())
-    key = lambda e: (e["bm"], e["N"], e["K"], e["residual"], e["dtype"])
-    by = {key(e): e for e in table["entries"]}
+    by = {table_key(e): e for e in table["entries"]}
     for shape in {r["gemm"] for r in rows if r["kind"] == "gemm"}:
         cands = [r for r in rows if r.get("gemm") == shape and r["us"] is not None and math.isfinite(r["us"])]
         cublas = next(r for r in cands if r["layout"] == "nk")
@@ -100,8 +101,8 @@ def write_table(path: str, rows: list[dict], B: int, dtype: str, gpu: str, env: 
              "config": [int(v) for v in best["layout"].split()[1].split(":")] if win else None,
              "us": best["us"] if best else None, "cublas_us": cublas["us"], "measured_at_B": B,
              "git_sha": env.get("git_sha")}  # fmt: skip
-        by[key(e)] = e
-    table["entries"] = sorted(by.values(), key=key)
+        by[table_key(e)] = e
+    table["entries"] = sorted(by.values(), key=table_key)
     Path(path).write_text(json.dumps(table, indent=1) + "\n")
 
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
+from .decode.common import _ACT_DTYPES as _DTYPES
 from .decode.common import _interpreting, tl, triton
 
 MAX_ROWS = 64
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 TABLES = Path(__file__).with_name("gemm_tables")
 # (BN, BK, num_warps, num_stages, SPLIT): what the table measurement tries for each shape
 CANDIDATES = [
@@ -227,15 +227,21 @@ def _table(source: str) -> dict:
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    out = {}
-    for e in data["entries"]:
-        if e.get("config"):
-            out[(e["bm"], e["N"], e["K"], e["residual"], e["dtype"])] = tuple(e["config"])
-    return out
+    return {table_key(e): tuple(e["config"]) for e in data["entries"] if e.get("config")}
+
+
+def table_key(entry: dict) -> tuple:
+    """A table entry's shape: (BM, N, K, residual, dtype name)."""
+    return entry["bm"], entry["N"], entry["K"], entry["residual"], entry["dtype"]
 
 
 def table_path(device: torch.device) -> Path:
-    return TABLES / f"{_slug(torch.cuda.get_device_name(device))}.json"
+    return _table_path(torch.device(device).index or 0)
+
+
+@functools.cache
+def _table_path(index: int) -> Path:  # the GPU's name is asked once, not on every decode GEMM
+    return TABLES / f"{_slug(torch.cuda.get_device_name(index))}.json"
 
 
 def choose(x2: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | None):

@@ -20,10 +20,9 @@ import torch
 
 from ..layers import TorchGlue, rope_rotation
 from . import KernelsUnavailable, gemm
-from .decode.common import _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
+from .decode.common import _ACT_DTYPES, _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
 
-_ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # lr_gate with at most this many rows (B*T: decode batches) runs a program a (row, 4 heads) instead of the
 # tensor-core kernel: that one's K loop is 16 dependent steps in one or two programs there (7.8 us a layer at
@@ -279,6 +278,11 @@ def _rows_of(x: torch.Tensor) -> bool:
     return x.stride(2) == 1 and x.stride(0) == x.shape[1] * x.stride(1)
 
 
+def _split(y: torch.Tensor, projs: tuple[torch.nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
+    """The stacked projections' output as one column slice (a view) per projection."""
+    return y.split([p.out_features for p in projs], dim=-1) if len(projs) > 1 else (y,)
+
+
 def _conv_params(conv: torch.nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor, int]:
     w = conv.weight
     C, one, ks = w.shape
@@ -310,7 +314,7 @@ class TritonGlue:
             y = torch.nn.functional.linear(x, w, bias)
         else:  # few rows: the decode GEMM where it measured faster than cuBLAS (kernels/gemm.py)
             y = gemm.linear(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[0])
-        return y.split([p.out_features for p in projs], dim=-1) if len(projs) > 1 else (y,)
+        return _split(y, projs)
 
     def projections_lr(self, x: torch.Tensor, projs: tuple[torch.nn.Linear, ...], lr_weight: torch.Tensor,
                        lr_bias: torch.Tensor, scale: float) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # fmt: skip
@@ -336,7 +340,7 @@ class TritonGlue:
         else:
             y, lr = gemm.linear(x2, w_all[:ny]), self.lr_gate(x, lr_weight, lr_bias, scale)
         y = y.view(B, T, ny)
-        return (y.split([p.out_features for p in projs], dim=-1) if len(projs) > 1 else (y,)), lr
+        return _split(y, projs), lr
 
     def swiglu(self, x: torch.Tensor, gate: torch.nn.Linear, up: torch.nn.Linear, down: torch.nn.Linear,
                residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
