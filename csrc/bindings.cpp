@@ -4,6 +4,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "ttt_decode.h"
 #include "ttt_prefill.h"
 
 namespace {
@@ -87,10 +88,48 @@ void mlp_prefill(torch::Tensor xq, torch::Tensor xk, torch::Tensor xv, torch::Te
   TORCH_CHECK(e == cudaSuccess, "ttt mlp prefill launch failed: ", cudaGetErrorString(e));
 }
 
+ttt::DecodeDtype decode_dtype(const torch::Tensor &x, const char *name) {
+  switch (x.scalar_type()) {
+    case at::kBFloat16: return ttt::DecodeDtype::bf16;
+    case at::kHalf: return ttt::DecodeDtype::fp16;
+    case at::kFloat: return ttt::DecodeDtype::fp32;
+    default: break;
+  }
+  TORCH_CHECK(false, name, " must be fp16, bf16 or fp32, got ", x.scalar_type());
+  return ttt::DecodeDtype::fp32;
+}
+
+// One TTT-MLP decode step (csrc/ttt_mlp_decode.cu); the Python side (kernels/decode/cuda.py) checks shapes.
+void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lr, torch::Tensor ln_w,
+                torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W1, torch::Tensor b1,
+                torch::Tensor W2, torch::Tensor b2, torch::Tensor K, torch::Tensor G1, torch::Tensor X2,
+                torch::Tensor G2, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv, double eps,
+                int64_t ctas_per_sm) {
+  const auto act = decode_dtype(q, "q");
+  for (auto *p : {&q, &k}) check(*p, "q/k", q.scalar_type());
+  TORCH_CHECK(v.is_cuda() && v.scalar_type() == q.scalar_type() && v.stride(-1) == 1, "v: CUDA, q's dtype, unit stride");
+  TORCH_CHECK(ln_w.scalar_type() == ln_b.scalar_type(), "ln_w and ln_b must share a dtype");
+  const auto ln = decode_dtype(ln_w, "ln_w");
+  TORCH_CHECK(ln == ttt::DecodeDtype::fp32 || ln == act, "ln_w must be fp32 or the activations' dtype");
+  check(ln_w, "ln_w", ln_w.scalar_type());
+  check(ln_b, "ln_b", ln_w.scalar_type());
+  check(pos, "pos", at::kLong);
+  for (auto *p : {&lr, &tau, &W1, &b1, &W2, &b2, &K, &G1, &X2, &G2, &LR, &out}) check(*p, "fp32 argument", at::kFloat);
+  c10::cuda::CUDAGuard guard(q.device());
+  ttt::MlpDecodeArgs a{q.data_ptr(), k.data_ptr(), v.data_ptr(), lr.data_ptr<float>(), ln_w.data_ptr(),
+                       ln_b.data_ptr(), tau.data_ptr<float>(), reinterpret_cast<const long long *>(pos.data_ptr<int64_t>()),
+                       W1.data_ptr<float>(), b1.data_ptr<float>(), W2.data_ptr<float>(), b2.data_ptr<float>(),
+                       K.data_ptr<float>(), G1.data_ptr<float>(), X2.data_ptr<float>(), G2.data_ptr<float>(),
+                       LR.data_ptr<float>(), out.data_ptr<float>(), (long long)sv, (int)W1.size(0) * (int)W1.size(1),
+                       (int)nh, (float)eps};
+  const cudaError_t e = ttt::launch_mlp_decode(a, act, ln, (int)ctas_per_sm, at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(e == cudaSuccess, "ttt mlp decode launch failed: ", cudaGetErrorString(e));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16)";
+  m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16), CUDA TTT-MLP decode";
   m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill, v6 (state updated in place; writes out)");
   m.def("linear_prefill_wgmma", &linear_prefill_wgmma,
         "TTT-Linear prefill, Hopper warpgroup-MMA variant (sm_90a builds on compute capability 9.0 only)");
@@ -98,5 +137,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "TTT-Linear prefill, the previous default kernel (v4), for same-run comparisons with the default (v6)");
   m.def("linear_prefill_wgmma_available", &linear_prefill_wgmma_available,
         "True when this build has the sm_90a wgmma kernel and the current device can run it");
+  m.def("mlp_decode", &mlp_decode, "TTT-MLP decode step, CUDA (state and rows updated in place; writes out)");
   m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out); warps: 8 or 16 (0: default)");
 }

@@ -14,6 +14,7 @@
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 #   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
+#   MODE=step    a TTT-layer decode step kernel: its tests, compute-sanitizer on the CUDA one, the decode bench
 #   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs), decode bench A/B
 #   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
@@ -195,6 +196,23 @@ decode)
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"
   cat "$W/decode_layer_B16.log"; tail -n 12 "$W/decode.log"
+  ;;
+step)
+  # a TTT-layer decode step kernel change (the CUDA TTT-MLP kernel): its GPU tests (forced and through the
+  # tuner, whole-model decode), compute-sanitizer memcheck + racecheck on it, the decode bench (the TTT-layer
+  # step alone with every candidate's tuning time, then the full model); ~5 min
+  timeout "${TESTS_S:-200}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
+    tests/test_decode_kernels.py -k "${TESTS_K:-mlp}" > "$W/step_tests.log" 2>&1
+  done_step "step tests"; grep -cE " PASSED" "$W/step_tests.log"; grep -E "passed|failed" "$W/step_tests.log" | tail -1
+  grep -E " FAILED|^FAILED|^ERROR" "$W/step_tests.log" | head -10
+  for tool in memcheck racecheck; do
+    timeout "${SAN_S:-60}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_decode.py \
+      > "$W/sanitizer_decode_$tool.log" 2>&1
+    done_step "$tool"; tail -n 2 "$W/sanitizer_decode_$tool.log"
+  done
+  timeout "${DECODE_S:-150}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --kinds "${STEP_KINDS:-mlp}" \
+    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+  done_step "decode bench"; tail -n 14 "$W/decode.log"
   ;;
 gemm)
   # the decode GEMM (kernels/gemm.py): its tests compiled, its candidates against cuBLAS inside CUDA graphs at

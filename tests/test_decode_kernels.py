@@ -62,8 +62,8 @@ CONFIGS = [
 if DEV == "cuda":  # on a GPU the tuner may pick any candidate: every one is checked (compiled, not interpreted)
     CONFIGS += [
         (kind, f"{kind}={v}:{w}:{n}")
-        for kind, cands in decode.CANDIDATES.items()
-        for v, w, n in cands
+        for kind in decode.CANDIDATES
+        for v, w, n in decode.tune.candidates(kind)  # the CUDA ones where the compiled extension loads
         if (kind, f"{kind}={v}:{w}:{n}") not in CONFIGS
     ]
 
@@ -170,6 +170,40 @@ def test_forced_config_errors(monkeypatch):
     monkeypatch.setenv("TTT_DECODE_CONFIG", "linear=chunk:4:64")
     with pytest.raises(ValueError, match="no variant"):
         _call(st, xs, pos)
+
+
+def test_cuda_variant_config_and_errors(monkeypatch):
+    """The CUDA TTT-MLP variant: a config of TTT-MLP only; its argument checks run before the extension is needed;
+    it is a tuner candidate only where the compiled extension loads."""
+    from ttt_infer.kernels.decode import cuda
+
+    assert decode.tune._parse_config("mlp=cu:8:2", "mlp") == ("cu", 8, 2)
+    assert decode.tune._parse_config("mlp=cu:8", "mlp") == ("cu", 8, 3)
+    with pytest.raises(ValueError, match="no variant 'cu' for TTT-linear"):
+        decode.tune._parse_config("linear=cu:8:3", "linear")
+    st64, ins = make_case("mlp", B=1, nh=2, T=1, act_dtype=torch.float16, seed=5, device=DEV)
+    st = as_dtype(st64, torch.float32)
+    pos = torch.zeros(1, dtype=torch.int64, device=DEV)
+    _, _, _, args, _ = decode._kernel_args(st, *step_inputs(ins, 0), pos, torch.empty(1, 2, 1, F, device=DEV))
+    with pytest.raises(ValueError, match="2 or 3"):
+        cuda.launch_mlp(args, 4)
+    bad = list(args)
+    bad[7] = pos.int()
+    with pytest.raises(TypeError, match="int64 position"):
+        cuda.launch_mlp(bad, 3)
+    bad = list(args)
+    bad[4] = args[4].double()
+    with pytest.raises(TypeError, match="ln_w in fp32 or torch.float16"):
+        cuda.launch_mlp(bad, 3)
+    bad = list(args)
+    bad[12] = args[12][:, :, :8]  # rows of a mini-batch of 8
+    with pytest.raises(ValueError, match="mini-batch 16"):
+        cuda.launch_mlp(bad, 3)
+    have = cuda.available()
+    if DEV == "cpu":
+        assert not have
+    assert (("cu", 8, 3) in decode.tune.candidates("mlp")) == have
+    assert all(c[0] != "cu" for c in decode.tune.candidates("linear"))
 
 
 def test_position_is_read_from_the_device_tensor():

@@ -67,9 +67,11 @@ def _kernel_decode(st, ins, t0, t1):
     return o
 
 
-def _case(kind, B, dtype, prompt, nh=4, prefill_fn=reference.dual_forward, tag="reference"):
+def _case(kind, B, dtype, prompt, nh=4, prefill_fn=reference.dual_forward, tag="reference", ln_act=False):
     T = prompt + DECODE_STEPS
     st64, ins = make_case(kind, B=B, nh=nh, T=T, act_dtype=dtype, seed=B * 1000 + prompt, device="cuda")
+    if ln_act:  # the inner LayerNorm's parameters in the activation dtype (a model cast with .to(dtype))
+        ins = ins[:4] + (ins[4].to(dtype), ins[5].to(dtype)) + ins[6:]
     exact_st = as_dtype(st64, torch.float64)
     _prefill(exact_st, ins, prompt, upcast=True)
     exact = _ref_decode(exact_st, ins, prompt, T, upcast=True)
@@ -105,6 +107,20 @@ def test_kernel_decode_after_tk_prefill(kind):
     except KernelsUnavailable as e:
         pytest.skip(f"TK prefill extension not available: {e}")
     _case(kind, 7, torch.bfloat16, 37, prefill_fn=prefill.ttt_prefill, tag="tk")
+
+
+@pytest.mark.parametrize("ctas", [2, 3])
+@pytest.mark.parametrize("ln_act", [False, True], ids=["ln_fp32", "ln_act"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("B", [1, 64])
+def test_cuda_mlp_kernel_vs_float64_within_twice_reference(B, dtype, ln_act, ctas, monkeypatch):
+    """The CUDA TTT-MLP decode kernel forced (the tuner may or may not pick it above), both register budgets."""
+    from ttt_infer.kernels.decode import cuda
+
+    if not cuda.available():
+        pytest.skip("the compiled extension (with the CUDA decode kernel) is not built")
+    monkeypatch.setenv("TTT_DECODE_CONFIG", f"mlp=cu:8:{ctas}")
+    _case("mlp", B, dtype, 37, ln_act=ln_act, tag=f"cu:{ctas}")
 
 
 # --- whole model, CUDA graphs ------------------------------------------------------------------------

@@ -19,11 +19,13 @@ if triton is not None:
         ("mlp", "v1"): _ttt_mlp_decode,
         ("mlp", "chunk"): _ttt_mlp_decode_chunked,
         ("mlp", "v3"): _ttt_mlp_decode_v3,
+        ("mlp", "cu"): None,  # CUDA, in the compiled extension (decode/cuda.py)
     }
 
 # A configuration: (variant, num_warps, n): n = heads per program (linear "mh"), hidden chunk (mlp "chunk"),
 # flags for linear "v3" (bit 0: rows loaded after the matvecs, bit 1: cache hints), NS * 10 + programs per
-# SM for linear "ps", EV * 10000 + NS * 1000 + hidden chunk for mlp "v3" (NS: pipelining stages).
+# SM for linear "ps", EV * 10000 + NS * 1000 + hidden chunk for mlp "v3" (NS: pipelining stages), CTAs an SM
+# for mlp "cu" (the CUDA kernel; a candidate only where the compiled extension loads: `candidates`).
 # The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
 # (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
 # The "ps" programs per SM are what fits beside each other (ptxas for sm_90: 124-128 registers, 27 KB
@@ -54,6 +56,8 @@ CANDIDATES = {
         ("v3", 4, 12064),
         ("v3", 8, 2032),
         ("v3", 8, 3032),
+        ("cu", 8, 2),
+        ("cu", 8, 3),
     ],
 }
 DEFAULT = {"linear": ("v1", 4, 1), "mlp": ("v1", 8, 0)}
@@ -80,6 +84,7 @@ def _parse_config(text: str, kind: str) -> tuple[str, int, int] | None:
                 "chunk": 64,
                 "v3": 0 if kind == "linear" else 2064,
                 "ps": 34,
+                "cu": 3,
             }[variant]
         )
         if (kind, variant) not in _KERNELS:
@@ -105,8 +110,20 @@ def _num_sms(device: torch.device) -> int:
     return _SMS[device]
 
 
+def candidates(kind: str) -> list[tuple[str, int, int]]:
+    """The tuner's candidates for this layer type here: the CUDA ones only where the extension loads."""
+    from . import cuda
+
+    have_cuda = cuda.available()
+    return [c for c in CANDIDATES[kind] if c[0] != "cu" or have_cuda]
+
+
 def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts: dict) -> None:
     variant, warps, n = cfg
+    if variant == "cu":
+        from . import cuda
+
+        return cuda.launch_mlp(args, n)
     kern = _KERNELS[(kind, variant)]
     if variant == "mh":
         kern[(nprog // n,)](*args, num_warps=warps, HPP=n, **consts)
@@ -151,7 +168,7 @@ def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> 
     end["pos_ptr"] = torch.full((1,), mb - 1, dtype=torch.int64, device=dev)
     positions = [([mid[n] for n in names], mb - 1), ([end[n] for n in names], 1)]
     times, err = {}, None
-    for cfg in CANDIDATES[kind]:
+    for cfg in candidates(kind):
         if not _fits(cfg, nprog):
             continue
         try:
@@ -165,5 +182,5 @@ def _tune(kind: str, nprog: int, args: list, names: list[str], consts: dict) -> 
             err = e
     del mid, end, positions
     if not times or all(t == float("inf") for t in times.values()):
-        raise RuntimeError(f"ttt_decode_step: no configuration in {CANDIDATES[kind]} ran for TTT-{kind}") from err
+        raise RuntimeError(f"ttt_decode_step: no configuration in {candidates(kind)} ran for TTT-{kind}") from err
     return min(times, key=times.get), times
