@@ -201,10 +201,15 @@ step)
   # a TTT-layer decode step kernel change (the CUDA TTT-MLP kernel): its GPU tests (forced and through the
   # tuner, whole-model decode), compute-sanitizer memcheck + racecheck on it, the decode bench (the TTT-layer
   # step alone with every candidate's tuning time, then the full model); ~5 min
-  timeout "${TESTS_S:-200}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
-    tests/test_decode_kernels.py -k "${TESTS_K:-mlp}" > "$W/step_tests.log" 2>&1
+  # the forced CUDA-kernel cases and the whole-model graph tests first, then every TTT-MLP kernel test
+  timeout "${TESTS_S:-100}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
+    -k "${TESTS_K:-cuda_mlp or graph}" > "$W/step_tests.log" 2>&1
   done_step "step tests"; grep -cE " PASSED" "$W/step_tests.log"; grep -E "passed|failed" "$W/step_tests.log" | tail -1
   grep -E " FAILED|^FAILED|^ERROR" "$W/step_tests.log" | head -10
+  timeout "${TESTS2_S:-120}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/test_decode_kernels.py \
+    tests/gpu/test_decode_gpu.py -k "${TESTS2_K:-mlp and not cuda_mlp}" > "$W/step_tests2.log" 2>&1
+  done_step "step tests 2"; grep -cE " PASSED" "$W/step_tests2.log"; grep -E "passed|failed" "$W/step_tests2.log" | tail -1
+  grep -E " FAILED|^FAILED|^ERROR" "$W/step_tests2.log" | head -10
   for tool in memcheck racecheck; do
     timeout "${SAN_S:-60}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_decode.py \
       > "$W/sanitizer_decode_$tool.log" 2>&1
