@@ -178,15 +178,15 @@ def test_cuda_variant_config_and_errors(monkeypatch):
     from ttt_infer.kernels.decode import cuda
 
     assert decode.tune._parse_config("mlp=cu:8:2", "mlp") == ("cu", 8, 2)
-    assert decode.tune._parse_config("mlp=cu:8", "mlp") == ("cu", 8, 0)
+    assert decode.tune._parse_config("mlp=cu:8", "mlp") == ("cu", 8, 3)
     with pytest.raises(ValueError, match="no variant 'cu' for TTT-linear"):
         decode.tune._parse_config("linear=cu:8:3", "linear")
     st64, ins = make_case("mlp", B=1, nh=2, T=1, act_dtype=torch.float16, seed=5, device=DEV)
     st = as_dtype(st64, torch.float32)
     pos = torch.zeros(1, dtype=torch.int64, device=DEV)
     _, _, _, args, _ = decode._kernel_args(st, *step_inputs(ins, 0), pos, torch.empty(1, 2, 1, F, device=DEV))
-    with pytest.raises(ValueError, match="0 .a CTA a pair. or 1, 2"):
-        cuda.launch_mlp(args, 3)
+    with pytest.raises(ValueError, match="2 or 3"):
+        cuda.launch_mlp(args, 4)
     bad = list(args)
     bad[7] = pos.int()
     with pytest.raises(TypeError, match="int64 position"):
@@ -202,7 +202,7 @@ def test_cuda_variant_config_and_errors(monkeypatch):
     have = cuda.available()
     if DEV == "cpu":
         assert not have
-    assert (("cu", 8, 2) in decode.tune.candidates("mlp")) == have
+    assert (("cu", 8, 3) in decode.tune.candidates("mlp")) == have
     assert all(c[0] != "cu" for c in decode.tune.candidates("linear"))
 
 

@@ -2,10 +2,9 @@
 
 It lives in the compiled extension (`python -m ttt_infer.kernels.build`), so it is a candidate only where that
 loads on a CUDA device; the Triton variants need nothing but Triton. Same arguments and semantics as the Triton
-TTT-MLP kernels (CTAs of 256 threads, one (sequence, head) at a time, W2 held in shared memory, see the .cu
-file); mini-batch 16 and an int64 position only (the model's cache). `n` of the configuration: 0 = one CTA a
-(sequence, head); 1 or 2 = a persistent grid of that many CTAs an SM (the next pair's loads overlap this one's
-arithmetic).
+TTT-MLP kernels (one CTA of 256 threads per (sequence, head), W2 held in shared memory, see the .cu file);
+mini-batch 16 and an int64 position only (the model's cache); `n` of the configuration is the number of CTAs
+an SM the kernel's registers are budgeted for (2 or 3).
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ def launch_mlp(args: list, ctas_per_sm: int) -> None:
         raise TypeError(f"the CUDA TTT-MLP decode kernel reads an int64 position, got {pos.dtype}")
     if ln_w.dtype not in (torch.float32, xq.dtype):
         raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
-    if ctas_per_sm not in (0, 1, 2):
-        raise ValueError(f"cu:<warps>:<n>: 0 (a CTA a pair) or 1, 2 (persistent CTAs an SM), got {ctas_per_sm}")
+    if ctas_per_sm not in (2, 3):
+        raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
     mod = _module()
     if not hasattr(mod, "mlp_decode"):
         raise KernelsUnavailable("the compiled extension predates the CUDA decode kernel; rebuild it")
