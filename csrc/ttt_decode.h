@@ -22,12 +22,9 @@ struct MlpDecodeArgs {
   long long sv;
   int BH, nh;
   float eps;
-  int pf;     // L2 prefetch of a later CTA's weights: 0 none, 1 W2, 2 W1 and W2
-  int ahead;  // set by the launcher: how many CTAs later (those resident at once)
 };
 
-// ctas_per_sm: 2 or 3 (the register budget the kernel is compiled for; shared memory allows 3 on sm_90); a.pf: see
-// MlpDecodeArgs (a.ahead is filled in here).
+// ctas_per_sm: 2 or 3 (the register budget the kernel is compiled for; shared memory allows 3 on sm_90).
 cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm,
                               cudaStream_t stream);
 

@@ -118,6 +118,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 #pragma unroll
   for (int f = 0; f < F; ++f) w1[f] = __ldcs(W1g + f * H);
   const float b1 = a.b1[pid * H + t];
+
   // the token's vectors; row p of K and LR
   const T *q = static_cast<const T *>(a.q) + pid * F;
   const T *k = static_cast<const T *>(a.k) + pid * F;
@@ -170,19 +171,6 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   }
   const float x2k = gelu(z1k);
   s.x2[t] = x2k;
-  // (W1's registers are free now) L2 prefetch of the weights of the CTA that will most likely take this one's
-  // place (a.ahead = the CTAs resident at once, later in launch order): they stream from memory while this one
-  // computes. pf 1: W2, 2: W1 and W2
-  if (a.pf > 0 && pid + a.ahead < a.BH) {
-    const char *w2n = reinterpret_cast<const char *>(a.W2 + (pid + a.ahead) * H * F);
-    const char *w1n = reinterpret_cast<const char *>(a.W1 + (pid + a.ahead) * F * H);
-#pragma unroll
-    for (int i = 0; i < H * F * 4 / 128 / THREADS; ++i) {  // 128-byte lines, coalesced over the threads
-      asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w2n + (i * THREADS + t) * 128));
-      if (a.pf > 1) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(w1n + (i * THREADS + t) * 128));
-    }
-  }
-
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int sr = warp + 8 * r;
@@ -372,7 +360,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 }
 
 template <typename T, typename L, int CTAS>
-cudaError_t launch_typed(MlpDecodeArgs a, cudaStream_t stream) {
+cudaError_t launch_typed(const MlpDecodeArgs &a, cudaStream_t stream) {
   constexpr int dyn = H * F * sizeof(float);
   auto kern = mlp_decode_kernel<T, L, CTAS>;
   static cudaError_t attr = [&] {  // once per instantiation (and process): 64 KB dynamic, the largest carveout
@@ -382,21 +370,6 @@ cudaError_t launch_typed(MlpDecodeArgs a, cudaStream_t stream) {
     return e;
   }();
   if (attr != cudaSuccess) return attr;
-  if (a.pf > 0) {  // prefetch distance: the CTAs resident at once (SMs x CTAs an SM), once per process and device
-    static int resident[64] = {};
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return e;
-    if (dev >= 64) return cudaErrorInvalidDevice;
-    if (resident[dev] == 0) {
-      int sms = 0, per_sm = 0;
-      e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-      if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, THREADS, dyn);
-      if (e != cudaSuccess) return e;
-      resident[dev] = sms * (per_sm > 0 ? per_sm : 1);
-    }
-    a.ahead = resident[dev];
-  }
   kern<<<a.BH, THREADS, dyn, stream>>>(a);
   return cudaGetLastError();
 }
@@ -422,8 +395,7 @@ cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDty
                               cudaStream_t stream) {
   if (a.BH <= 0) return cudaSuccess;
   if (ln != DecodeDtype::fp32 && ln != act) return cudaErrorInvalidValue;
-  if (ctas_per_sm != 2 && ctas_per_sm != 3) return cudaErrorInvalidValue;
-  return ctas_per_sm == 3 ? launch_act<3>(a, act, ln, stream) : launch_act<2>(a, act, ln, stream);
+  return ctas_per_sm >= 3 ? launch_act<3>(a, act, ln, stream) : launch_act<2>(a, act, ln, stream);
 }
 
 }  // namespace ttt

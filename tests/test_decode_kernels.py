@@ -185,9 +185,8 @@ def test_cuda_variant_config_and_errors(monkeypatch):
     st = as_dtype(st64, torch.float32)
     pos = torch.zeros(1, dtype=torch.int64, device=DEV)
     _, _, _, args, _ = decode._kernel_args(st, *step_inputs(ins, 0), pos, torch.empty(1, 2, 1, F, device=DEV))
-    for n in (4, 32):
-        with pytest.raises(ValueError, match="CTAs an SM .2, 3. . 10 x L2 prefetch"):
-            cuda.launch_mlp(args, n)
+    with pytest.raises(ValueError, match="2 or 3"):
+        cuda.launch_mlp(args, 4)
     bad = list(args)
     bad[7] = pos.int()
     with pytest.raises(TypeError, match="int64 position"):

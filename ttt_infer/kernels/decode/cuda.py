@@ -3,9 +3,8 @@
 It lives in the compiled extension (`python -m ttt_infer.kernels.build`), so it is a candidate only where that
 loads on a CUDA device; the Triton variants need nothing but Triton. Same arguments and semantics as the Triton
 TTT-MLP kernels (one CTA of 256 threads per (sequence, head), W2 held in shared memory, see the .cu file);
-mini-batch 16 and an int64 position only (the model's cache). `n` of the configuration: the number of CTAs an
-SM the kernel's registers are budgeted for (2 or 3) + 10 x the L2 prefetch of the weights of the CTA that will
-take this one's place (0 none, 1 W2, 2 W1 and W2).
+mini-batch 16 and an int64 position only (the model's cache); `n` of the configuration is the number of CTAs
+an SM the kernel's registers are budgeted for (2 or 3).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def _module():
     return _load()
 
 
-def launch_mlp(args: list, n: int) -> None:
+def launch_mlp(args: list, ctas_per_sm: int) -> None:
     """args: the Triton TTT-MLP kernels' argument list (decode/step.py `_kernel_args`)."""
     (xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, _nprog, eps, sv) = args
     if K.shape[-2] != MINI_BATCH:
@@ -42,9 +41,10 @@ def launch_mlp(args: list, n: int) -> None:
         raise TypeError(f"the CUDA TTT-MLP decode kernel reads an int64 position, got {pos.dtype}")
     if ln_w.dtype not in (torch.float32, xq.dtype):
         raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
-    if n % 10 not in (2, 3) or n // 10 not in (0, 1, 2):
-        raise ValueError(f"cu:<warps>:<n>: n = CTAs an SM (2, 3) + 10 x L2 prefetch (0, 1, 2), got {n}")
+    if ctas_per_sm not in (2, 3):
+        raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
     mod = _module()
     if not hasattr(mod, "mlp_decode"):
         raise KernelsUnavailable("the compiled extension predates the CUDA decode kernel; rebuild it")
-    mod.mlp_decode(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, n)
+    mod.mlp_decode(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps,
+                   ctas_per_sm)  # fmt: skip
