@@ -24,7 +24,9 @@ structural variant, num_warps and a variant parameter) at a middle position and 
 last one (the W update), on scratch rows, output and weights (the live state is only read), and keeps
 the fastest on average over a mini-batch; make that call before a CUDA graph capture. Variants: "v1" (above); "v3", the same
 with a smaller register footprint (TTT-Linear) or the hidden axis streamed in pipelined chunks (TTT-MLP);
-"ps" (TTT-Linear), a persistent grid pipelining the next heads' W into shared memory. Two more exist as
+"ps" (TTT-Linear), a persistent grid pipelining the next heads' W into shared memory; "cu" (TTT-MLP), a CUDA
+kernel in the compiled extension (decode/cuda.py; W2 held in shared memory, a candidate only where the extension
+loads). Two more exist as
 opt-in experiments (several heads per program for TTT-Linear, "mh"; a 2-pass hidden-chunk TTT-MLP,
 "chunk"; both measured slower on the H200, docs/perf-notes.md).
 TTT_DECODE_CONFIG="linear=ps:4:33,mlp=v3:4:2064" (variant:num_warps[:n] per layer type) forces one.
