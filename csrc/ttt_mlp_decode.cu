@@ -52,6 +52,13 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// LayerNorm statistics of 64 features held two a lane (features lane and lane + 32) by one warp
+__device__ __forceinline__ void warp_ln_stats(const float (&z)[2], float eps, float &mu, float &rstd) {
+  mu = warp_sum(z[0] + z[1]) * (1.0f / F);
+  const float var = warp_sum((z[0] - mu) * (z[0] - mu) + (z[1] - mu) * (z[1] - mu)) * (1.0f / F);
+  rstd = rsqrtf(var + eps);
+}
+
 // One halving step of warp_sum16: lanes with bit O set keep v[i + N] (i < N), the others v[i]; each adds its
 // partner's copy of the index it keeps.
 template <int N, int O>
@@ -211,9 +218,8 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
       const int f = lane + 32 * h;  // b2 of feature lane is this thread's b2 (fo = lane in warp 0)
       z[h] = (h == 0 ? b2 : a.b2[pid * F + f]) + s.part[0][f] + s.part[1][f] + s.part[2][f] + s.part[3][f];
     }
-    const float mu = warp_sum(z[0] + z[1]) * (1.0f / F);
-    const float var = warp_sum((z[0] - mu) * (z[0] - mu) + (z[1] - mu) * (z[1] - mu)) * (1.0f / F);
-    const float rstd = rsqrtf(var + a.eps);
+    float mu, rstd;
+    warp_ln_stats(z, a.eps, mu, rstd);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int f = lane + 32 * h;
@@ -293,9 +299,8 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
       const int f = lane + 32 * h;
       z[h] = a.b2[pid * F + f] + s.part[0][f] + s.part[1][f] + s.part[2][f] + s.part[3][f];
     }
-    const float mu = warp_sum(z[0] + z[1]) * (1.0f / F);
-    const float var = warp_sum((z[0] - mu) * (z[0] - mu) + (z[1] - mu) * (z[1] - mu)) * (1.0f / F);
-    const float rstd = rsqrtf(var + a.eps);
+    float mu, rstd;
+    warp_ln_stats(z, a.eps, mu, rstd);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int f = lane + 32 * h;

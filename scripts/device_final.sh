@@ -33,6 +33,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 # report a step's exit status (rc must be read before any other command runs)
 done_step() { local rc=$?; echo "[$(( $(date +%s) - T0 )) s] $1 rc=$rc"; return $rc; }
+# compute-sanitizer memcheck and racecheck on a script: sanitize <script> <log prefix> <default seconds>
+sanitize() {
+  for tool in memcheck racecheck; do
+    timeout "${SAN_S:-$3}" compute-sanitizer --tool $tool --error-exitcode 9 python3 "$1" > "$W/$2_$tool.log" 2>&1
+    done_step "$tool"; tail -n 2 "$W/$2_$tool.log"
+  done
+}
 pack() { tar czf "$OUT/all.tgz" -C "$W" . && rm -rf "$W"; }
 trap pack EXIT
 python3 -m ttt_infer.cli env > "$W/env.txt" 2>&1
@@ -56,11 +63,7 @@ check)
   done_step "gpu tests"; rc=$?
   grep -E "passed|failed" "$W/gpu_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/gpu_tests.log" | head -10
   [ $rc -eq 0 ] || exit 1
-  for tool in memcheck racecheck; do
-    timeout "${SAN_S:-40}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_prefill.py \
-      > "$W/sanitizer_$tool.log" 2>&1
-    done_step "$tool"; tail -n 2 "$W/sanitizer_$tool.log"
-  done
+  sanitize scripts/sanitize_prefill.py sanitizer 40
   # the opt-in Hopper wgmma kernel: its own tests, not blocking; timed below only when they pass
   timeout "${WGMMA_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_prefill.py -k wgmma \
     > "$W/wgmma_tests.log" 2>&1
@@ -80,11 +83,7 @@ prefill)
     tests/gpu/test_prefill.py > "$W/prefill_tests.log" 2>&1
   done_step "prefill tests"; rc=$?
   grep -E "passed|failed" "$W/prefill_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/prefill_tests.log" | head -10
-  for tool in memcheck racecheck; do
-    timeout "${SAN_S:-60}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_prefill.py \
-      > "$W/sanitizer_$tool.log" 2>&1
-    done_step "$tool"; tail -n 2 "$W/sanitizer_$tool.log"
-  done
+  sanitize scripts/sanitize_prefill.py sanitizer 60
   timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-run}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
   done_step "prefill op bench"
@@ -210,11 +209,7 @@ step)
     tests/gpu/test_decode_gpu.py -k "${TESTS2_K:-mlp and not cuda_mlp}" > "$W/step_tests2.log" 2>&1
   done_step "step tests 2"; grep -cE " PASSED" "$W/step_tests2.log"; grep -E "passed|failed" "$W/step_tests2.log" | tail -1
   grep -E " FAILED|^FAILED|^ERROR" "$W/step_tests2.log" | head -10
-  for tool in memcheck racecheck; do
-    timeout "${SAN_S:-60}" compute-sanitizer --tool $tool --error-exitcode 9 python3 scripts/sanitize_decode.py \
-      > "$W/sanitizer_decode_$tool.log" 2>&1
-    done_step "$tool"; tail -n 2 "$W/sanitizer_decode_$tool.log"
-  done
+  sanitize scripts/sanitize_decode.py sanitizer_decode 60
   timeout "${DECODE_S:-150}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --kinds "${STEP_KINDS:-mlp}" \
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"; tail -n 14 "$W/decode.log"
