@@ -34,6 +34,10 @@ PASSES = 1.0 + 1.0 / 16  # state passes per token (MATH.md "Decode traffic")
 MB = 16
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
 def state_bytes_per_head(kind: str, f: int = 64) -> int:
     h = f if kind == "linear" else 4 * f
     return 4 * (f * h + h + (h * f + f if kind == "mlp" else 0))
@@ -165,16 +169,23 @@ def bench_model(model: TTTForCausalLM, B: int, backend: str, bw: float, steps: i
         bench="model", kind=cfg.ttt_layer_type, size=cfg.extra.get("size", None), layers=cfg.num_hidden_layers,
         backbone=cfg.backbone, B=B, backend=backend, mode=mode, ms=ms, tokens_s=tok_s,
         limit_tokens_s=B / limit_s, frac_limit=tok_s / (B / limit_s), params=P, weight_bytes=wbytes,
-        state_bytes_per_seq=state, setup_s=setup_s, steps=steps,
+        state_bytes_per_seq=state, setup_s=setup_s, steps=steps, dtype=DTYPE_NAMES[model.dtype],
     )  # fmt: skip
 
 
+def _dtype(r: dict) -> str:
+    """A point's activation dtype name (rows before the --dtype option were bf16)."""
+    if r.get("bench") == "layer":
+        return {"torch.float16": "fp16"}.get(r.get("act_dtype"), "bf16")
+    return r.get("dtype", "bf16")
+
+
 def report(jsonl: Path) -> str:
-    """Markdown tables of a results file (the latest line of each point)."""
+    """Markdown tables of a results file (the latest line of each point; fp16 points are marked)."""
     latest: dict = {}
     for line in jsonl.read_text().splitlines():
         r = json.loads(line)
-        latest[(r.get("bench"), r.get("kind"), r.get("B"), r.get("backend"))] = r
+        latest[(r.get("bench"), r.get("kind"), r.get("B"), r.get("backend"), _dtype(r))] = r
     rows = list(latest.values())
     out = ["## TTT layer decode step alone (1 layer, nh=32, head dim 64, bf16 activations, fp32 state)", "",
            "Mean over the 16 positions of a mini-batch (CUDA graph of 16 steps). Bytes: W read every token and written",
@@ -182,7 +193,7 @@ def report(jsonl: Path) -> str:
            "| kind | B | us | GB/s | limit us | fraction | config | git | tuning, us (at p=8 before 2026-11-29 21:30; later the (15 p=8 + p=15)/16 mean) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if r.get("bench") == "layer":
-            out.append(f"| {r['kind']} | {r['B']} | {r['us']:.1f} | {r['gb_s']:.0f} | {r['limit_us']:.1f} | {r['frac_limit']:.2f} | "
+            out.append(f"| {r['kind']}{'' if _dtype(r) == 'bf16' else ' (fp16)'} | {r['B']} | {r['us']:.1f} | {r['gb_s']:.0f} | {r['limit_us']:.1f} | {r['frac_limit']:.2f} | "
                        f"{r.get('config') or r.get('num_warps')} | {(r['env'].get('git_sha') or '?')[:7]} | {r.get('tuning_us_mb_mean', r.get('tuning_us_at_p8', ''))} |")  # fmt: skip
     out += ["", "## Full-model decode, 1b config (24 layers, Mamba backbone), bf16 weights, fp32 TTT state", "",
             "Limit: t >= (2P bytes + B * (1 + 1/16) * state bytes) / copy bandwidth (PERF.md).", "",
@@ -191,7 +202,7 @@ def report(jsonl: Path) -> str:
         if "error" in r:
             out.append(f"| {r['kind']} | {r['B']} | {r['backend']} | {r['error'][:60]} | | | | | |")
             continue
-        out.append(f"| {r['kind']} | {r['B']} | {r['backend']} | {r['mode']} | {r['ms']:.3f} | {r['tokens_s']:.0f} | "
+        out.append(f"| {r['kind']}{'' if _dtype(r) == 'bf16' else ' (fp16)'} | {r['B']} | {r['backend']} | {r['mode']} | {r['ms']:.3f} | {r['tokens_s']:.0f} | "
                    f"{r['limit_tokens_s']:.0f} | {r['frac_limit']:.2f} | {(r['env'].get('git_sha') or '?')[:7]}"
                    + (f" ({r['note']})" if r.get("note") else "") + " |")  # fmt: skip
     env = rows[-1]["env"] if rows else {}
@@ -209,6 +220,7 @@ def main() -> int:
     ap.add_argument("--batches", default="1,16,64,256,512")
     ap.add_argument("--kinds", default="linear,mlp")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="activations and weights (the state is fp32)")
     args = ap.parse_args()
     if args.report:
         print(report(Path(args.report)), end="")
@@ -230,10 +242,10 @@ def main() -> int:
     kinds = args.kinds.split(",")
     for kind in kinds:
         for B in (64, 512):
-            emit(bench_layer(kind, B, 32, bw))
+            emit(bench_layer(kind, B, 32, bw, DTYPES[args.dtype]))
     batches = [int(b) for b in args.batches.split(",")]
     for kind in kinds:
-        model = make_model(kind, args.size, args.layers)
+        model = make_model(kind, args.size, args.layers, DTYPES[args.dtype])
         model.config.extra["size"] = args.size
         for B in batches:
             try:
@@ -250,14 +262,16 @@ def main() -> int:
         del model
         torch.cuda.empty_cache()
 
-    print("\n== TTT layer step alone (bf16 activations, fp32 state, nh=32; mean of the 16 positions) ==")
+    print(f"\n== TTT layer step alone ({args.dtype} activations, fp32 state, nh=32; mean of the 16 positions) ==")
     print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} config (tuning: us at p=8)")
     for r in rows:
         if r.get("bench") == "layer":
             print(
                 f"{r['kind']:6} {r['B']:>4} {r['us']:8.1f} {r['gb_s']:7.0f} {r['limit_us']:9.1f} {r['frac_limit']:5.2f} {r['config']} {r['tuning_us_mb_mean']}"
             )
-    print(f"\n== full model decode, {args.size}{'' if args.layers is None else f' ({args.layers} layers)'}, bf16 ==")
+    print(
+        f"\n== full model decode, {args.size}{'' if args.layers is None else f' ({args.layers} layers)'}, {args.dtype} =="
+    )
     print(f"{'kind':6} {'B':>4} {'backend':9} {'mode':18} {'ms/step':>8} {'tok/s':>9} {'limit':>9} {'frac':>5}")
     for r in rows:
         if r.get("bench") == "model":

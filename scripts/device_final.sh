@@ -15,7 +15,8 @@
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 #   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
 #   MODE=step    a TTT-layer decode step kernel: its tests, compute-sanitizer on the CUDA one, the decode bench
-#   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs), decode bench A/B
+#   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs; GEMM_DTYPE=fp16 for
+#                that dtype's entries), decode bench A/B
 #   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
@@ -222,16 +223,19 @@ gemm)
     > "$W/gemm_tests.log" 2>&1
   done_step "gemm tests"; grep -E "passed|failed" "$W/gemm_tests.log" | tail -1
   grep -E "^FAILED|^ERROR" "$W/gemm_tests.log" | head -10
+  # GEMM_DTYPE=fp16: that dtype's entries, merged into a copy of the shipped table (the other dtype's entries kept)
+  cp ttt_infer/kernels/gemm_tables/nvidia-h200.json "$W/gemm_table.json"
   for b in ${PART_BATCHES:-16 64}; do
     timeout "${PART_S:-120}" python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" \
-      --write-table "$W/gemm_table.json" > "$W/decode_layer_B$b.log" 2> "$W/decode_layer_B$b.err"
+      --dtype "${GEMM_DTYPE:-bf16}" --write-table "$W/gemm_table.json" > "$W/decode_layer_B$b.log" \
+      2> "$W/decode_layer_B$b.err"
     done_step "layer parts + table B=$b"
   done
   for rep in 1 2; do
     for how in cublas "$W/gemm_table.json"; do
       tag=$([ "$how" = cublas ] && echo cublas || echo table)
       TTT_INFER_GEMM="$how" timeout "${DECODE_S:-60}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear}" \
-        --out "$W/decode_gemm_$tag.jsonl" --batches "${DECODE_BATCHES:-1,16,64}" --no-reference \
+        --dtype "${GEMM_DTYPE:-bf16}" --out "$W/decode_gemm_$tag.jsonl" --batches "${DECODE_BATCHES:-1,16,64}" --no-reference \
         > "$W/decode_gemm_${tag}_$rep.log" 2>&1
       done_step "decode bench $tag rep $rep"
     done
@@ -252,6 +256,7 @@ folds)
   timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"
+  # shellcheck disable=SC2086  # FOLD_TESTS is a list of test files
   timeout "${TESTS_S:-150}" python3 -m pytest -v -p no:cacheprovider --timeout=90 ${FOLD_TESTS:-tests/test_decode_kernels.py tests/test_glue.py} \
     > "$W/decode_tests.log" 2>&1
   done_step "tests"; grep -cE " PASSED" "$W/decode_tests.log"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1

@@ -69,3 +69,19 @@ def test_decode_gemm_table_keeps_cublas_where_it_wins(tmp_path):
     got = {(e["bm"], e["N"]): e["config"] for e in t["entries"]}
     assert got == {(16, 64): [64, 32, 4, 3, 2], (16, 96): None, (64, 64): [64, 32, 4, 3, 2]}
     assert t["gpu"] == "GPU X"
+
+
+def test_bench_decode_report_keeps_fp16_points_apart(tmp_path):
+    """bench_decode.py --dtype fp16 points are reported beside the bf16 ones (marked), not in their place; rows
+    written before the option (no dtype) count as bf16."""
+    mod = _load("bench_decode")
+    env = {"git_sha": "abcdef1234", "gpu": "G", "driver": "d", "torch": "t", "triton": "tr"}
+    common = dict(bench="model", kind="linear", B=16, backend="kernels", mode="cuda_graph v1:4:1", tokens_s=1.0,
+                  limit_tokens_s=2.0, frac_limit=0.5, env=env, copy_tb_s=4.2)  # fmt: skip
+    rows = [dict(common, ms=1.6), dict(common, ms=1.8, dtype="fp16"), dict(common, ms=1.5, dtype="bf16")]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines = [ln for ln in mod.report(path).splitlines() if ln.startswith("| linear")]
+    assert len(lines) == 2
+    assert "| linear | 16 | kernels | cuda_graph v1:4:1 | 1.500 |" in lines[0]  # the latest bf16 point
+    assert "| linear (fp16) | 16 | kernels | cuda_graph v1:4:1 | 1.800 |" in lines[1]
