@@ -9,6 +9,8 @@ an SM the kernel's registers are budgeted for (2 or 3).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import KernelsUnavailable
@@ -19,17 +21,25 @@ MINI_BATCH = 16
 def available() -> bool:
     """True when the extension with the CUDA decode kernel loads here (never raises)."""
     try:
-        return hasattr(_module(), "mlp_decode")
+        _kernel()
     except (KernelsUnavailable, ImportError, RuntimeError):
         return False
+    return True
 
 
-def _module():
+@functools.cache
+def _kernel():
+    """The extension's `mlp_decode`, looked up once per process (not on every decode step); raises
+    KernelsUnavailable when there is no GPU, no built extension, or one built before this kernel existed.
+    Failures are not cached (functools.cache keeps only returned values)."""
     from ..prefill import _load
 
     if not torch.cuda.is_available():
         raise KernelsUnavailable("the CUDA decode kernel needs a CUDA GPU")
-    return _load()
+    fn = getattr(_load(), "mlp_decode", None)
+    if fn is None:
+        raise KernelsUnavailable("the compiled extension predates the CUDA decode kernel; rebuild it")
+    return fn
 
 
 def launch_mlp(args: list, ctas_per_sm: int) -> None:
@@ -43,8 +53,4 @@ def launch_mlp(args: list, ctas_per_sm: int) -> None:
         raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
     if ctas_per_sm not in (2, 3):
         raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
-    mod = _module()
-    if not hasattr(mod, "mlp_decode"):
-        raise KernelsUnavailable("the compiled extension predates the CUDA decode kernel; rebuild it")
-    mod.mlp_decode(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps,
-                   ctas_per_sm)  # fmt: skip
+    _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm)
