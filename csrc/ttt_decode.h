@@ -25,7 +25,8 @@ struct MlpDecodeArgs {
 };
 
 // ctas_per_sm: 2 or 3 (the register budget the kernel is compiled for; shared memory allows 3 on sm_90).
-cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm,
+// pdl: launch with programmatic dependent launch (sm_90+; the kernel waits for the grid ahead before any access).
+cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
                               cudaStream_t stream);
 
 }  // namespace ttt

@@ -111,6 +111,12 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   float *W2s = reinterpret_cast<float *>(dyn);  // [H][F]
   __shared__ Smem s;
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // programmatic dependent launch (ttt_infer/kernels/pdl.py): wait for the grid ahead (a no-op when not launched
+  // with it), then let the next kernel's CTAs be scheduled
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const long long pid = blockIdx.x;
   const int head = static_cast<int>(pid % a.nh);
@@ -365,7 +371,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 }
 
 template <typename T, typename L, int CTAS>
-cudaError_t launch_typed(const MlpDecodeArgs &a, cudaStream_t stream) {
+cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
   constexpr int dyn = H * F * sizeof(float);
   auto kern = mlp_decode_kernel<T, L, CTAS>;
   static cudaError_t attr = [&] {  // once per instantiation (and process): 64 KB dynamic, the largest carveout
@@ -375,32 +381,41 @@ cudaError_t launch_typed(const MlpDecodeArgs &a, cudaStream_t stream) {
     return e;
   }();
   if (attr != cudaSuccess) return attr;
-  kern<<<a.BH, THREADS, dyn, stream>>>(a);
-  return cudaGetLastError();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(a.BH);
+  cfg.blockDim = dim3(THREADS);
+  cfg.dynamicSmemBytes = dyn;
+  cfg.stream = stream;
+  cudaLaunchAttribute attrs[1];
+  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attrs;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kern, a);
 }
 
 template <typename T, int CTAS>
-cudaError_t launch_ln(const MlpDecodeArgs &a, DecodeDtype ln, cudaStream_t stream) {
-  if (ln == DecodeDtype::fp32) return launch_typed<T, float, CTAS>(a, stream);
-  return launch_typed<T, T, CTAS>(a, stream);
+cudaError_t launch_ln(const MlpDecodeArgs &a, DecodeDtype ln, bool pdl, cudaStream_t stream) {
+  if (ln == DecodeDtype::fp32) return launch_typed<T, float, CTAS>(a, pdl, stream);
+  return launch_typed<T, T, CTAS>(a, pdl, stream);
 }
 
 template <int CTAS>
-cudaError_t launch_act(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, cudaStream_t stream) {
+cudaError_t launch_act(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, bool pdl, cudaStream_t stream) {
   switch (act) {
-    case DecodeDtype::bf16: return launch_ln<__nv_bfloat16, CTAS>(a, ln, stream);
-    case DecodeDtype::fp16: return launch_ln<__half, CTAS>(a, ln, stream);
-    default: return launch_ln<float, CTAS>(a, ln, stream);
+    case DecodeDtype::bf16: return launch_ln<__nv_bfloat16, CTAS>(a, ln, pdl, stream);
+    case DecodeDtype::fp16: return launch_ln<__half, CTAS>(a, ln, pdl, stream);
+    default: return launch_ln<float, CTAS>(a, ln, pdl, stream);
   }
 }
 
 }  // namespace
 
-cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm,
+cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
                               cudaStream_t stream) {
   if (a.BH <= 0) return cudaSuccess;
   if (ln != DecodeDtype::fp32 && ln != act) return cudaErrorInvalidValue;
-  return ctas_per_sm >= 3 ? launch_act<3>(a, act, ln, stream) : launch_act<2>(a, act, ln, stream);
+  return ctas_per_sm >= 3 ? launch_act<3>(a, act, ln, pdl, stream) : launch_act<2>(a, act, ln, pdl, stream);
 }
 
 }  // namespace ttt

@@ -18,6 +18,7 @@
 #   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs; GEMM_DTYPE=fp16 for
 #                that dtype's entries), decode bench A/B
 #   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
+#   MODE=pdl     programmatic dependent launch: its tests, same-run A/B of the decode bench (TTT_INFER_PDL=0/1)
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -264,5 +265,28 @@ folds)
   for f in "$W"/decode_folds_*_2.log; do echo "== $f"; tail -n 3 "$f"; done
   tail -n 12 "$W/decode.log"
   ;;
-*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, gemm or folds, got $MODE"; exit 2 ;;
+pdl)
+  # programmatic dependent launch (kernels/pdl.py): its tests (the sm_90 compile check; PDL on vs off through a
+  # captured decode graph, bit for bit), a same-run A/B of the full decode bench with TTT_INFER_PDL=0 / 1 (both
+  # layer types at every batch, then B <= 64 again), then the decode kernel, GEMM and glue tests with it on (the
+  # default) for the time left; ~8 min
+  timeout "${TESTS_S:-120}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/test_pdl.py \
+    tests/gpu/test_decode_gpu.py -k "${TESTS_K:-pdl or graph}" > "$W/pdl_tests.log" 2>&1
+  done_step "pdl tests"; grep -E "passed|failed" "$W/pdl_tests.log" | tail -1
+  grep -E " FAILED|^FAILED|^ERROR" "$W/pdl_tests.log" | head -10
+  for rep in 1 2; do
+    batches=$([ $rep = 1 ] && echo "${DECODE_BATCHES:-1,16,64,256,512}" || echo 1,16,64)
+    for on in 0 1; do
+      TTT_INFER_PDL=$on timeout "${DECODE_S:-150}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear,mlp}" \
+        --out "$W/decode_pdl$on.jsonl" --batches "$batches" --no-reference > "$W/decode_pdl${on}_$rep.log" 2>&1
+      done_step "decode bench pdl=$on rep $rep"
+    done
+  done
+  timeout "${TESTS2_S:-100}" python3 -m pytest -q -p no:cacheprovider --timeout=90 tests/test_decode_kernels.py \
+    tests/test_gemm.py tests/test_glue.py > "$W/pdl_tests2.log" 2>&1
+  done_step "decode kernel, gemm, glue tests"; grep -E "passed|failed" "$W/pdl_tests2.log" | tail -1
+  grep -E "^FAILED|^ERROR" "$W/pdl_tests2.log" | head -10
+  for f in "$W"/decode_pdl?_1.log "$W"/decode_pdl?_2.log; do echo "== $f"; grep -A12 "full model" "$f"; done
+  ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, gemm, folds or pdl, got $MODE"; exit 2 ;;
 esac

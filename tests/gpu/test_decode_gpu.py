@@ -155,6 +155,32 @@ def test_graph_replay_equals_eager(kind, temperature):
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_graph_pdl_on_equals_off(kind, monkeypatch):
+    """Programmatic dependent launch (kernels/pdl.py) overlaps a kernel's launch with the one ahead: it must
+    not change a bit. A captured decode graph, 40 steps after a 21-token prompt, with it on and off; the
+    decode GEMM forced on every projection (split K: its tickets and partials across launches)."""
+    from ttt_infer.kernels import pdl
+    from ttt_infer.kernels.graphs import CUDAGraphDecoder
+
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs sm_90+")
+    monkeypatch.setenv("TTT_INFER_GEMM", "64:128:4:4:2")
+    ids = torch.randint(0, 512, (3, 21 + 40), device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    runs = []
+    for on in ("1", "0"):
+        monkeypatch.setenv("TTT_INFER_PDL", on)
+        assert pdl.enabled(torch.device("cuda")) == (on == "1")
+        model = _model(kind)
+        cache = model.new_cache(3)
+        model(ids[:, :21], cache)
+        dec = CUDAGraphDecoder(model, cache)
+        runs.append(torch.stack([dec.step(ids[:, t]).clone() for t in range(21, 61)], 1))
+        assert dec.captured
+    assert torch.isfinite(runs[0]).all()
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_graph_logits_track_reference_backend(kind):
     from ttt_infer.kernels.graphs import CUDAGraphDecoder
     from ttt_infer.ttt.ops import ReferenceBackend

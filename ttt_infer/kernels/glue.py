@@ -22,6 +22,7 @@ from ..layers import TorchGlue, rope_rotation
 from . import KernelsUnavailable, gemm
 from .decode.common import _ACT_DTYPES, _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
+from .pdl import launch_kwargs, pdl_enter
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # lr_gate with at most this many rows (B*T: decode batches) runs a program a (row, 4 heads) instead of the
@@ -41,7 +42,8 @@ def check_available() -> None:
 if triton is not None:
 
     @triton.jit
-    def _rms_norm_kernel(X, W, Y, N, eps, BLOCK: tl.constexpr):
+    def _rms_norm_kernel(X, W, Y, N, eps, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
@@ -95,9 +97,10 @@ if triton is not None:
                      T, C, sxb, sxt, NH,
                      KS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, TWO: tl.constexpr,
                      HAS_RES: tl.constexpr, ROPE: tl.constexpr, F: tl.constexpr, MB: tl.constexpr,
-                     UPDATE_HIST: tl.constexpr, KSP: tl.constexpr):  # fmt: skip
+                     UPDATE_HIST: tl.constexpr, KSP: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
         """Causal depthwise conv of x [B, T, C] after the history [B, C, KS-1], BT times x BC channels a
         program: y1 = conv_1(x) (+ res), y2 = conv_2(x) when TWO."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid_t, b, pid_c = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
         t = pid_t * BT + tl.arange(0, BT)
         c = pid_c * BC + tl.arange(0, BC)
@@ -139,11 +142,12 @@ if triton is not None:
 
     @triton.jit
     def _decode_preblock_kernel(X, W1, CW, CB, HIST, W2, XO, HO, C, eps1, eps2,
-                                KS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+                                KS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
         """One token (T = 1) of a Mamba block's front, a program a sequence b (all C channels of its row):
         n = RMSNorm_1(x); x2 = x + conv(n) after the history [C, KS-1] (then advanced by n); h = RMSNorm_2(x2).
         The same roundings as _rms_norm_kernel and _conv_kernel (taps in the same order), in one launch
         instead of three."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         b = tl.program_id(0).to(tl.int64)
         c = tl.arange(0, BLOCK)
         m = c < C
@@ -168,8 +172,9 @@ if triton is not None:
         tl.store(HO + b * C + c, h.to(dt), mask=m)
 
     @triton.jit
-    def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr):
+    def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr, PDL: tl.constexpr = False):
         """history <- the last KS-1 inputs of x (T >= KS-1 here: every value comes from x)."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         b = tl.program_id(0).to(tl.int64)
         cb = tl.program_id(1) * BC + tl.arange(0, BC)
         cm = cb < C
@@ -179,10 +184,12 @@ if triton is not None:
 
     @triton.jit
     def _lr_gate_kernel(X, W, BIAS, OUT, M, T, NH, scale, C: tl.constexpr,
-                        BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, EXACT16: tl.constexpr):  # fmt: skip
+                        BM: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr, EXACT16: tl.constexpr,
+                        PDL: tl.constexpr = False):  # fmt: skip
         """lr[b, h, t] = scale * sigmoid(x[b, t] . w[h] + bias[h]) in fp32 (rows r = b * T + t). EXACT16: x and w
         share a 16-bit dtype, whose products are exact in fp32, so the tensor cores (fp32 accumulation)
         compute the reference's fp32 dot product; otherwise an fp32 (ieee) dot."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         rows = tl.program_id(0) * BM + tl.arange(0, BM)
         rm = rows < M
         n = tl.program_id(1) * BN + tl.arange(0, BN)  # heads: several programs when there are few rows
@@ -204,10 +211,12 @@ if triton is not None:
         tl.store(OUT + bi[:, None] * NH * T + n[None, :] * T + ti[:, None], lr, mask=rm[:, None] & nm[None, :])
 
     @triton.jit
-    def _lr_gate_rows_kernel(X, W, BIAS, OUT, T, NH, scale, C: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr):
+    def _lr_gate_rows_kernel(X, W, BIAS, OUT, T, NH, scale, C: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr,
+                             PDL: tl.constexpr = False):  # fmt: skip
         """The same gate for few rows (decode): program (row r, head block) takes x[r] once and BH heads' weights,
         one fp32 dot product each (products of 16-bit values are exact in fp32, as on the tensor cores).
         The tensor-core kernel above walks K in 16 dependent steps in one or two programs at decode."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         r = tl.program_id(0)
         h = tl.program_id(1) * BH + tl.arange(0, BH)
         hm = h < NH
@@ -226,9 +235,11 @@ if triton is not None:
 
     @triton.jit
     def _post_gate_kernel(OUT_TTT, G, LNW, LNB, Y, T, C, NH, eps, SG,
-                          F: tl.constexpr, BLOCK: tl.constexpr, HAS_GATE: tl.constexpr, K: tl.constexpr):  # fmt: skip
+                          F: tl.constexpr, BLOCK: tl.constexpr, HAS_GATE: tl.constexpr, K: tl.constexpr,
+                          PDL: tl.constexpr = False):  # fmt: skip
         """y[b, t] = gelu_tanh(g[b, t]) * LayerNorm(o[b, :, t, :] as one row of C), one row a program; the gate's
         rows are SG apart (a column slice of a stacked projection)."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         b = row // T
         t = row % T
@@ -249,9 +260,10 @@ if triton is not None:
         tl.store(Y + row * C + c, y, mask=m)
 
     @triton.jit
-    def _silu_mul_kernel(A, B, Y, N, SA, SB, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(A, B, Y, N, SA, SB, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
         """y[r] = silu(a[r]) * b[r] for rows r of N values (program axis 0: up to 2^31 - 1 rows; axis 1 is
         limited to 65535), rows of a and b SA and SB apart."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         r = tl.program_id(0).to(tl.int64)
         i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         m = i < N
@@ -404,7 +416,8 @@ class TritonGlue:
             _fail("rms_norm", f"weight must be [{C}], got {tuple(weight.shape)}")
         x = x.contiguous()
         y = torch.empty_like(x)
-        _rms_norm_kernel[(x.numel() // C,)](x, weight, y, C, eps, BLOCK=triton.next_power_of_2(C), num_warps=8)
+        _rms_norm_kernel[(x.numel() // C,)](x, weight, y, C, eps, BLOCK=triton.next_power_of_2(C), num_warps=8,
+                                            **launch_kwargs(x.device))  # fmt: skip
         return y
 
     def causal_conv(self, x: torch.Tensor, conv: torch.nn.Conv1d, history: torch.Tensor,
@@ -457,9 +470,11 @@ class TritonGlue:
             T, C, x.stride(0), x.stride(1), nh,
             KS=ks, BT=BT, BC=BC, TWO=len(convs) == 2, HAS_RES=residual is not None, ROPE=rope is not None,
             F=f, MB=mb, UPDATE_HIST=single, KSP=triton.next_power_of_2(ks - 1), num_warps=warps,
+            **launch_kwargs(x.device),
         )  # fmt: skip
         if not single:
-            _push_history_kernel[(B, triton.cdiv(C, 256))](x, history, T, C, x.stride(0), x.stride(1), KS=ks, BC=256)
+            _push_history_kernel[(B, triton.cdiv(C, 256))](x, history, T, C, x.stride(0), x.stride(1), KS=ks, BC=256,
+                                                           **launch_kwargs(x.device))  # fmt: skip
         return (y1, y2)
 
     def pre_block(self, x: torch.Tensor, conv_norm, conv: torch.nn.Conv1d, history: torch.Tensor,
@@ -480,7 +495,7 @@ class TritonGlue:
         x2, h = torch.empty_like(x), torch.empty_like(x)
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
                                       conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
-                                      num_warps=8)  # fmt: skip
+                                      num_warps=8, **launch_kwargs(x.device))  # fmt: skip
         return x2, h
 
     def lr_gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
@@ -496,7 +511,8 @@ class TritonGlue:
         if M <= LR_GATE_ROWS_MAX and C <= 8192:  # decode: a program a (row, 4 heads), one pass over x's row
             BH = 4
             _lr_gate_rows_kernel[(M, triton.cdiv(nh, BH))](x, weight, bias, out, T, nh, float(scale), C=C,
-                                                           BC=triton.next_power_of_2(C), BH=BH, num_warps=4)  # fmt: skip
+                                                           BC=triton.next_power_of_2(C), BH=BH, num_warps=4,
+                                                           **launch_kwargs(x.device))  # fmt: skip
             return out
         sms = _num_sms(x.device)
         BM = 64 if M >= 64 * sms else 16  # enough programs for every SM
@@ -504,7 +520,8 @@ class TritonGlue:
             BN = 16
         exact16 = x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == x.dtype
         _lr_gate_kernel[(triton.cdiv(M, BM), triton.cdiv(nh, BN))](x, weight, bias, out, M, T, nh, float(scale), C=C,
-                                               BM=BM, BK=128, BN=BN, EXACT16=exact16, num_warps=4)  # fmt: skip
+                                               BM=BM, BK=128, BN=BN, EXACT16=exact16, num_warps=4,
+                                               **launch_kwargs(x.device))  # fmt: skip
         return out
 
     def post_gate(self, o: torch.Tensor, gate: torch.Tensor | None, ln: torch.nn.LayerNorm, eps: float,
@@ -524,7 +541,7 @@ class TritonGlue:
         sg = gate.stride(1) if gate is not None else C
         _post_gate_kernel[(B * T,)](o, gate if gate is not None else y, ln.weight, ln.bias, y, T, C, nh, eps, sg,
                                     F=f, BLOCK=triton.next_power_of_2(C), HAS_GATE=gate is not None,
-                                    K=_SQRT_2_OVER_PI, num_warps=8)  # fmt: skip
+                                    K=_SQRT_2_OVER_PI, num_warps=8, **launch_kwargs(o.device))  # fmt: skip
         return y
 
     @staticmethod
@@ -548,5 +565,7 @@ class TritonGlue:
         y = torch.empty(a.shape, device=a.device, dtype=a.dtype)
         if y.numel():
             grid = (a2.shape[0], triton.cdiv(n, 1024))  # rows on axis 0: B*T can exceed 65535
-            _silu_mul_kernel[grid](a2, b2, y, n, a2.stride(0), b2.stride(0), BLOCK=1024, num_warps=4)
+            _silu_mul_kernel[grid](
+                a2, b2, y, n, a2.stride(0), b2.stride(0), BLOCK=1024, num_warps=4, **launch_kwargs(a.device)
+            )
         return y

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from .. import KernelsUnavailable
+from .. import KernelsUnavailable, pdl
 
 MINI_BATCH = 16
 
@@ -53,4 +53,5 @@ def launch_mlp(args: list, ctas_per_sm: int) -> None:
         raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
     if ctas_per_sm not in (2, 3):
         raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
-    _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm)
+    _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm,
+              pdl.enabled(xq.device))  # fmt: skip

@@ -3,6 +3,7 @@ program), v3 (smaller register footprint), ps (persistent grid pipelining the ne
 
 from __future__ import annotations
 
+from ..pdl import pdl_enter
 from .common import _ln_fwd, _ln_fwd_rows, _ln_l2_bwd, _ln_l2_bwd_rows, _token_inputs, tl, triton
 
 if triton is not None:
@@ -23,8 +24,9 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
-        F: tl.constexpr, MB: tl.constexpr,
+        F: tl.constexpr, MB: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid = tl.program_id(0).to(tl.int64)  # sequence * NH + head
         head = pid % NH
         p = (tl.load(pos_ptr) % MB).to(tl.int32)
@@ -65,10 +67,11 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
-        F: tl.constexpr, MB: tl.constexpr, HPP: tl.constexpr,
+        F: tl.constexpr, MB: tl.constexpr, HPP: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """_ttt_linear_decode for HPP heads per program: the fixed cost of each reduction, barrier
         and layout change is shared by HPP heads, and HPP times more bytes are in flight."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         hb = tl.program_id(0).to(tl.int64) * HPP + tl.arange(0, HPP).to(tl.int64)  # [HPP] sequence*NH + head
         head = hb % NH
         p = (tl.load(pos_ptr) % MB).to(tl.int32)
@@ -119,6 +122,7 @@ if triton is not None:
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
         F: tl.constexpr, MB: tl.constexpr, LATE: tl.constexpr, EV: tl.constexpr, RC: tl.constexpr,
+        PDL: tl.constexpr = False
     ):  # fmt: skip
         """_ttt_linear_decode with a smaller register footprint, so more programs share an SM (ptxas,
         sm_90, 4 warps: 80-96 registers against v1's 231; v1's [F, F] W and dW tiles of the
@@ -129,6 +133,7 @@ if triton is not None:
         - LATE: the mini-batch's rows are loaded after the matvecs (not live next to W);
         - EV: cache hints: W streams through L2 (evict_first); the rows, reread by the next tokens of
           the mini-batch, are kept (evict_last)."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid = tl.program_id(0).to(tl.int64)
         head = pid % NH
         fo = tl.arange(0, F)
@@ -192,6 +197,7 @@ if triton is not None:
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV, STRIDE,
         F: tl.constexpr, MB: tl.constexpr, NS: tl.constexpr, RC: tl.constexpr, TURNS: tl.constexpr,
+        PDL: tl.constexpr = False
     ):  # fmt: skip
         """_ttt_linear_decode_v3 as a persistent kernel: a grid of a few programs per SM, each looping
         over (sequence, head) pairs with Triton's software pipeliner (NS stages): the W tile and rows of
@@ -199,6 +205,7 @@ if triton is not None:
         flight no longer cost registers and no program idles between its loads and its arithmetic. The
         end-of-mini-batch update is a second loop over the same pairs (W, rows reread: +1/16 of a W read
         per token on average), since a conditional in the first loop keeps Triton from pipelining it."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         fo = tl.arange(0, F)
         ro = tl.arange(0, MB)
         w_off = fo[:, None] * F + fo[None, :]

@@ -3,6 +3,7 @@ chunks pipelined, W1 read once)."""
 
 from __future__ import annotations
 
+from ..pdl import pdl_enter
 from .common import _gelu, _gelu_bwd, _ln_fwd, _ln_l2_bwd, _token_inputs, tl, triton
 
 if triton is not None:
@@ -12,8 +13,9 @@ if triton is not None:
         q_ptr, k_ptr, v_ptr, lr_ptr, lnw_ptr, lnb_ptr, tau_ptr, pos_ptr,
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
-        F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr,
+        F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid = tl.program_id(0).to(tl.int64)
         head = pid % NH
         p = (tl.load(pos_ptr) % MB).to(tl.int32)
@@ -81,12 +83,14 @@ if triton is not None:
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
         F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
+        PDL: tl.constexpr = False
     ):  # fmt: skip
         """_ttt_mlp_decode streaming the hidden axis in chunks of HC: a few KB of registers per chunk
         instead of 128 KB of weights, so several programs share an SM. Two passes over the chunks
         (z2 needs all of them before g2 exists; g1 and z2bar need W2 again): the second reads W1, W2
         back through L2, just after the first. The end-of-mini-batch update is done chunk by chunk
         in the second pass, where every row is known."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid = tl.program_id(0).to(tl.int64)
         head = pid % NH
         p = (tl.load(pos_ptr) % MB).to(tl.int32)
@@ -163,7 +167,7 @@ if triton is not None:
         W1_ptr, b1_ptr, W2_ptr, b2_ptr, K_ptr, G1_ptr, X2_ptr, G2_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
         F: tl.constexpr, H: tl.constexpr, MB: tl.constexpr, C: tl.constexpr, HC: tl.constexpr,
-        EV: tl.constexpr, NS: tl.constexpr, UC: tl.constexpr,
+        EV: tl.constexpr, NS: tl.constexpr, UC: tl.constexpr, PDL: tl.constexpr = False,
     ):  # fmt: skip
         """_ttt_mlp_decode streaming the hidden axis in chunks of HC, W1 read once, W2 twice (the second
         time from L2, one program lifetime later). Only one chunk of W1, W2 and of the rows is live at a
@@ -181,6 +185,7 @@ if triton is not None:
         NS: software-pipelining stages of the two chunk loops (NS > 1: Triton streams the next chunks'
         tiles into shared memory with async copies while this chunk computes; the data in flight then
         costs shared memory, not registers)."""
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid = tl.program_id(0).to(tl.int64)
         head = pid % NH
         fo = tl.arange(0, F)

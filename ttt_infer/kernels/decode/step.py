@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from ..pdl import launch_kwargs
 from .common import _ACT_DTYPES, _SQRT_2_OVER_PI, HEAD_DIM, LN_EPS, MLP_HIDDEN, _interpreting, check_available
 from .tune import DEFAULT, TIMINGS, TUNED, _fits, _launch, _parse_config, _tune
 
@@ -117,6 +118,7 @@ def _kernel_args(state, xq, xk, xv, lr, ln_w, ln_b, tau, position, out):
         args = [xq, xk, xv, lr, ln_w, ln_b, tau, position, state.W1, state.b1, state.W2, state.b2,
                 state.k, state.g1, state.x2, state.g2, state.lr, out]  # fmt: skip
         consts = {"F": f, "H": MLP_HIDDEN, "MB": mb, "C": _SQRT_2_OVER_PI}
+    consts.update(launch_kwargs(xq.device))  # programmatic dependent launch where it exists (kernels/pdl.py)
     return kind, B * nh, names, args + [nh, B * nh, LN_EPS, xv.stride(0)], consts
 
 
