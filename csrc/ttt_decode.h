@@ -22,7 +22,6 @@ struct MlpDecodeArgs {
   long long sv;
   int BH, nh;
   float eps;
-  int prefetch;                // sm_90, launched with PDL: W1, W2 toward L2 before waiting for the grid ahead
 };
 
 // ctas_per_sm: 2 or 3 (the register budget the kernel is compiled for; shared memory allows 3 on sm_90).

@@ -112,17 +112,8 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   __shared__ Smem s;
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // programmatic dependent launch (ttt_infer/kernels/pdl.py): W1 and W2 toward L2 while the kernel ahead runs
-  // (a hint: it cannot make a load stale), then wait for the grid ahead (a no-op when not launched with it), then
-  // let the next kernel's CTAs be scheduled
-  if (a.prefetch) {
-    const char *w1 = reinterpret_cast<const char *>(a.W1 + blockIdx.x * (long long)(F * H));
-    const char *w2 = reinterpret_cast<const char *>(a.W2 + blockIdx.x * (long long)(H * F));
-    for (int i = threadIdx.x; i < F * H * 4 / 128; i += THREADS) {
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(w1 + 128 * i));
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(w2 + 128 * i));
-    }
-  }
+  // programmatic dependent launch (ttt_infer/kernels/pdl.py): wait for the grid ahead (a no-op when not launched
+  // with it), then let the next kernel's CTAs be scheduled
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 
-from . import pdl
 from .decode.common import _ACT_DTYPES as _DTYPES
 from .decode.common import _interpreting, tl, triton
-from .pdl import pdl_enter, prefetch_l2
+from .pdl import launch_kwargs, pdl_enter
 
 MAX_ROWS = 64
 TABLES = Path(__file__).with_name("gemm_tables")
@@ -67,13 +66,7 @@ if triton is not None:
     def _skinny_kernel(X, XB, W, R, Y, P, CNT, LRB, LRO, M, N, K, NY, sxm, sxb, swn, srm, lr_scale,
                        K_SPLIT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
                        HAS_RES: tl.constexpr, IEEE: tl.constexpr, EVEN_K: tl.constexpr, GLU: tl.constexpr,
-                       HAS_LR: tl.constexpr, PDL: tl.constexpr = False, PF: tl.constexpr = False,
-                       LINE: tl.constexpr = 64):  # fmt: skip
-        if PF:  # this program's slab of w toward L2 while the kernel ahead runs: a line (LINE elements) a prefetch
-            pf_rows = W + tl.minimum(tl.program_id(0) * BN + tl.arange(0, BN), N - 1)[:, None].to(tl.int64) * swn
-            for k0 in range(0, K_SPLIT, BK):
-                kk = tl.program_id(1) * K_SPLIT + k0 + tl.arange(0, max(BK // LINE, 1)) * LINE
-                prefetch_l2(pf_rows + tl.minimum(kk, K - 1)[None, :])
+                       HAS_LR: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
         pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
@@ -220,8 +213,7 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | Non
         float(lr_gate[1]) if lr_gate is not None else 0.0,
         K_SPLIT=k_split, BM=max(16, triton.next_power_of_2(M)), BN=bn, BK=bk, SPLIT=split, HAS_RES=residual is not None,
         IEEE=x.dtype == torch.float32, EVEN_K=K % bk == 0, GLU=glu_b is not None, HAS_LR=lr_gate is not None,
-        num_warps=warps, num_stages=stages, PF=pdl.prefetch(x.device), LINE=128 // w.element_size(),
-        **pdl.launch_kwargs(x.device),
+        num_warps=warps, num_stages=stages, **launch_kwargs(x.device),
     )  # fmt: skip
     return (y, lr) if lr_gate is not None else y
 

@@ -11,12 +11,8 @@ resident. A kernel launched without PDL ahead of ours (cuBLAS, the CUDA and TK k
 dependents start only when it ends: plain stream order. Inside a CUDA graph capture the launches become
 programmatic edges.
 
-With PDL a kernel's CTAs are resident while the kernel ahead still runs, so the kernels whose bytes are mostly
-weights (the decode GEMM, the TTT step kernels) first prefetch them to L2 (`prefetch_l2`, a hint: it cannot
-make a load stale), then wait: their first trip from memory overlaps the latency-bound kernel ahead.
-
-On by default where it exists (sm_90+); `TTT_INFER_PDL=0` turns it off and `TTT_INFER_PDL_PREFETCH=0` only the
-prefetch (same-run A/Bs); never under TRITON_INTERPRET or on older GPUs (`griddepcontrol` is sm_90's).
+On by default where it exists (sm_90+); `TTT_INFER_PDL=0` turns it off (same-run A/Bs); never under
+TRITON_INTERPRET or on older GPUs (`griddepcontrol` is an sm_90 instruction).
 """
 
 from __future__ import annotations
@@ -41,16 +37,8 @@ if triton is not None:
             gdc_wait()
             gdc_launch_dependents()
 
-    @triton.jit
-    def prefetch_l2(ptrs):
-        """A prefetch to L2 of the line of each address in `ptrs` (one address a 128-byte line suffices). It is a
-        hint that returns nothing, and L2 is where every write lands, so it cannot make a later load stale: a
-        kernel may issue it before pdl_enter, for the bytes it will read that no kernel ahead computes (weights,
-        the TTT state), to overlap their first trip from memory with the kernel ahead."""
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1)
-
 else:
-    pdl_enter = prefetch_l2 = None
+    pdl_enter = None
 
 
 @functools.cache
@@ -65,12 +53,6 @@ def enabled(device: torch.device) -> bool:
     if os.environ.get("TTT_INFER_PDL", "1") == "0":
         return False
     return _capable(device.index if device.index is not None else torch.cuda.current_device())
-
-
-def prefetch(device: torch.device) -> bool:
-    """Whether kernels launched with PDL also prefetch their weights / state to L2 before waiting for the grid
-    ahead (TTT_INFER_PDL_PREFETCH=0 turns it off)."""
-    return enabled(device) and os.environ.get("TTT_INFER_PDL_PREFETCH", "1") != "0"
 
 
 def launch_kwargs(device: torch.device) -> dict:

@@ -54,4 +54,4 @@ def launch_mlp(args: list, ctas_per_sm: int) -> None:
     if ctas_per_sm not in (2, 3):
         raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
     _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm,
-              pdl.enabled(xq.device), pdl.prefetch(xq.device))  # fmt: skip
+              pdl.enabled(xq.device))  # fmt: skip

@@ -3,7 +3,7 @@ program), v3 (smaller register footprint), ps (persistent grid pipelining the ne
 
 from __future__ import annotations
 
-from ..pdl import pdl_enter, prefetch_l2
+from ..pdl import pdl_enter
 from .common import _ln_fwd, _ln_fwd_rows, _ln_l2_bwd, _ln_l2_bwd_rows, _token_inputs, tl, triton
 
 if triton is not None:
@@ -122,7 +122,7 @@ if triton is not None:
         W_ptr, b_ptr, K_ptr, G_ptr, LR_ptr, out_ptr,
         NH, NPROG, eps, SV,
         F: tl.constexpr, MB: tl.constexpr, LATE: tl.constexpr, EV: tl.constexpr, RC: tl.constexpr,
-        PDL: tl.constexpr = False, PF: tl.constexpr = False,
+        PDL: tl.constexpr = False
     ):  # fmt: skip
         """_ttt_linear_decode with a smaller register footprint, so more programs share an SM (ptxas,
         sm_90, 4 warps: 80-96 registers against v1's 231; v1's [F, F] W and dW tiles of the
@@ -132,11 +132,7 @@ if triton is not None:
           block (W[i0:i0+RC] -= K[:, i0:i0+RC]^T (c G));
         - LATE: the mini-batch's rows are loaded after the matvecs (not live next to W);
         - EV: cache hints: W streams through L2 (evict_first); the rows, reread by the next tokens of
-          the mini-batch, are kept (evict_last).
-        PF: W toward L2 before waiting for the kernel ahead (kernels/pdl.py), a prefetch a 128-byte line."""
-        if PF:
-            line = tl.arange(0, F)[:, None] * F + (tl.arange(0, F // 32) * 32)[None, :]
-            prefetch_l2(W_ptr + tl.program_id(0).to(tl.int64) * F * F + line)
+          the mini-batch, are kept (evict_last)."""
         pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid = tl.program_id(0).to(tl.int64)
         head = pid % NH

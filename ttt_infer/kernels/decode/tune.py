@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from .. import pdl
 from .common import triton
 
 if triton is not None:
@@ -131,8 +130,7 @@ def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts
     elif variant == "chunk":
         kern[(nprog,)](*args, num_warps=warps, HC=n, **consts)
     elif kind == "linear" and variant == "v3":  # n: bit 0 LATE, bit 1 EV
-        pf = consts.get("PDL", False) and pdl.prefetch(args[0].device)
-        kern[(nprog,)](*args, num_warps=warps, LATE=n & 1, EV=(n >> 1) & 1, RC=16, PF=pf, **consts)
+        kern[(nprog,)](*args, num_warps=warps, LATE=n & 1, EV=(n >> 1) & 1, RC=16, **consts)
     elif variant == "ps":  # n = NS * 10 + programs per SM; as few turns as that allows, the grid evened out
         turns = triton.cdiv(nprog, _num_sms(args[0].device) * (n % 10))
         grid = triton.cdiv(nprog, turns)
