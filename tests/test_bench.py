@@ -272,6 +272,18 @@ def test_figures_and_readme_from_synthetic_results(tmp_path):
         figures.update_readme(readme, md, [])
 
 
+def test_table_of_merged_runs_says_which_run_each_point_is_from():
+    rows = _synthetic_rows()
+    assert "| git |" not in figures.markdown_table(rows)  # one run: its sha in the header only
+    rerun = [dict(r, env=dict(r["env"], git_sha="def456"), ceilings={"copy_tb_s": 4.0, "matmul_tflop_s": 700.0})
+             for r in rows if r.get("model") == "transformer"]  # fmt: skip
+    md = figures.markdown_table([r for r in rows if r.get("model") != "transformer"] + rerun)
+    assert re.search(r"git abc \(\d+ points\), def456 \(\d+ points\)|git def456 \(\d+ points\), abc \(", md)
+    assert "Measured ceilings (run def456): copy 4.00 TB/s, bf16 matmul 700 TFLOP/s" in md
+    assert re.search(r"\| transformer \| 16 \| 2048 \|.*\| def456 \|", md)
+    assert re.search(r"\| ttt-linear \(kernels\) \| 16 \| 2048 \|.*\| abc \|", md)
+
+
 def test_cli_errors(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["bench", "--out", str(tmp_path / "r.jsonl")]) == 2

@@ -4,7 +4,7 @@ latency per token vs context length (prefill; decode after a prompt) and through
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .sweep import read_results
@@ -98,18 +98,27 @@ def _fmt(v, spec: str = ".3g") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _sha(r: dict) -> str:
+    return str((r.get("env") or {}).get("git_sha"))[:12]
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One table per kind; failed and skipped points listed with their reasons."""
     lines = [f"GPU: {_gpu(rows)}"]
     env = next((r.get("env") for r in rows if r.get("env")), {}) or {}
     ceil = next((r.get("ceilings") for r in rows if r.get("ceilings")), None)
+    shas = Counter(_sha(r) for r in rows if r.get("env"))
+    mixed = len(shas) > 1  # points from several runs (a partial rerun merged in): a git column says which
     lines.append(
         f"torch {env.get('torch')}, triton {env.get('triton')}, CUDA {env.get('torch_cuda')}, driver {env.get('driver')}, "
-        f"ThunderKittens {str(env.get('tk_commit'))[:12]}, git {str(env.get('git_sha'))[:12]}"
+        f"ThunderKittens {str(env.get('tk_commit'))[:12]}, git "
+        + (", ".join(f"{s} ({n} points)" for s, n in shas.most_common()) if mixed else str(env.get("git_sha"))[:12])
     )
-    if ceil:
+    ceils = {_sha(r): r["ceilings"] for r in rows if r.get("ceilings")} if mixed else {"": ceil} if ceil else {}
+    for sha, c in ceils.items():  # each point's fraction uses its own run's ceilings
         lines.append(
-            f"Measured ceilings: copy {ceil['copy_tb_s']:.2f} TB/s, bf16 matmul {ceil['matmul_tflop_s']:.0f} TFLOP/s"
+            f"Measured ceilings{f' (run {sha})' if sha else ''}: copy {c['copy_tb_s']:.2f} TB/s, "
+            f"bf16 matmul {c['matmul_tflop_s']:.0f} TFLOP/s"
         )
     heads = {
         "prefill": ("model", "B", "T", "ms", "tokens/s", "% of compute limit"),
@@ -120,6 +129,7 @@ def markdown_table(rows: list[dict]) -> str:
         sel = ok_rows(rows, kind)
         if not sel:
             continue
+        cols = cols + ("git",) if mixed else cols
         lines += ["", f"**{kind}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for r in sorted(sel, key=lambda r: (r["label"], r["batch"], r["prompt_len"])):
             pct = lambda k: _fmt(None if r.get(k) is None else 100 * r[k], ".0f")  # noqa: B023
@@ -151,6 +161,7 @@ def markdown_table(rows: list[dict]) -> str:
                     _fmt(r["tokens_per_s"], ".3g"),
                     pct("decode_fraction_of_limit"),
                 )
+            cells = cells + (_sha(r),) if mixed else cells
             lines.append("| " + " | ".join(map(str, cells)) + " |")
     bad = [r for r in rows if r.get("status") in ("oom", "error", "skipped")]
     if bad:
