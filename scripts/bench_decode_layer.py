@@ -6,7 +6,8 @@ Times (us a call, from CUDA-graph replays of `--calls` calls in a row) the GEMMs
 layer at M = B rows, with the weight in two layouts (nk: W [N, K] as nn.Linear keeps it, F.linear; kn: W^T
 [K, N] contiguous, x @ W^T), and each fused glue kernel at T = 1. A weight is never reused from L2: the calls
 cycle through enough copies of it to exceed `--l2-mb` twice, as a model's layers each have their own. GEMMs
-are compared with their streaming floor (weight bytes at the copy rate measured in the same run).
+are compared with their floor: the weight's bytes at the copy rate or, at many rows (--batch 256, 512: where
+the TTT-Linear step's limit stops being bytes), the FLOPs at the bf16 matmul rate, both measured in the same run.
 Eager single-call timings (scripts/bench_glue.py) are launch-bound at these sizes; this is what a decode
 step's graph actually pays. Without a GPU it runs each piece once on the CPU (a smoke check, no timing).
 """
@@ -157,11 +158,12 @@ def main(argv=None) -> int:
     dt = DTYPES[args.dtype]
     B, C = args.batch, args.hidden
     env = collect_env()
-    bw = None
+    bw = mm = None  # copy bandwidth (bytes/s) and bf16 matmul rate (FLOP/s), measured in this run
     if dev == "cuda":
-        from ttt_infer.bench.limits import measure_copy_bandwidth
+        from ttt_infer.bench.limits import measure_ceilings
 
-        bw = measure_copy_bandwidth()
+        ceil = measure_ceilings()
+        bw, mm = ceil.copy_bytes_per_s, ceil.matmul_flops_per_s
     rows = []
     with torch.no_grad():
         shapes = gemms(B, C, args.intermediate, dt, dev, int(args.l2_mb * 2**20), skinny=args.skinny)
@@ -174,9 +176,13 @@ def main(argv=None) -> int:
                         raise
                     print(f"{name} {layout}: {type(e).__name__}: {str(e)[:120]}", file=sys.stderr)
                     us = float("inf")
-                floor = nbytes / bw * 1e6 if bw else None
+                # the floor: the weight's bytes at the copy rate, or at many rows the FLOPs at the matmul rate
+                byte_floor = nbytes / bw * 1e6 if bw else None
+                flop_floor = 2 * B * n * k / mm * 1e6 if mm else None
+                floor = max(byte_floor, flop_floor) if bw and mm else None
                 rows.append(dict(part=f"{name} {layout}", kind="gemm", gemm=name, layout=layout, N=n, K=k,
-                                 residual=residual, B=B, bytes=nbytes, us=us, floor_us=floor))  # fmt: skip
+                                 residual=residual, B=B, bytes=nbytes, us=us, floor_us=floor, byte_floor_us=byte_floor,
+                                 flop_floor_us=flop_floor))  # fmt: skip
         for name, fn in glue_parts(B, C, args.heads, args.intermediate, dt, dev):
             us = graph_us([fn], args.calls, args.reps) if dev == "cuda" else (fn(), None)[1]
             rows.append(dict(part=name, kind="glue", B=B, us=us))
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
         with open(args.out, "a") as fh:
             for row in rows:
                 fh.write(json.dumps({**row, "dtype": args.dtype, "copy_tb_s": bw / 1e12 if bw else None,
-                                     "env": env}) + "\n")  # fmt: skip
+                                     "matmul_tflop_s": mm / 1e12 if mm else None, "env": env}) + "\n")  # fmt: skip
     if args.write_table and dev == "cuda":
         write_table(args.write_table, rows, B, str(dt).removeprefix("torch."), env.get("gpu"), env)
     print(f"decode layer parts, B={B} C={C} {args.dtype} on {env.get('gpu') or 'CPU (smoke run, no timing)'}")
