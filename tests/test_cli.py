@@ -1,6 +1,7 @@
 """The `ttt-infer` command line, end to end on tiny models."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -20,10 +21,15 @@ def test_help(capsys):
     assert "generate" in out and "env" in out
 
 
-def test_env_json(capsys):
+def test_env_json(capsys, monkeypatch):
+    for k in [k for k in os.environ if k.startswith("TTT_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("TTT_INFER_PDL", "0")  # a setting: recorded with the results it made
+    monkeypatch.setenv("TTT_INFER_GIT_SHA", "abc123")  # a stamp, not a setting
     assert main(["env", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)
-    assert env["torch"] == torch.__version__ and "tk_commit" in env and "git_sha" in env
+    assert env["torch"] == torch.__version__ and "tk_commit" in env and env["git_sha"] == "abc123"
+    assert env["settings"] == {"TTT_INFER_PDL": "0"}
 
 
 def test_generate_from_checkpoint_is_greedy_continuation(tmp_path, capsys):

@@ -33,8 +33,18 @@ def tk_commit() -> str | None:
     return pinned.split()[2] if pinned else os.environ.get("TTT_INFER_TK_COMMIT")
 
 
+# Environment variables that stamp a result rather than change what runs
+_STAMPS = ("TTT_INFER_GIT_SHA", "TTT_INFER_TK_COMMIT")
+
+
+def settings() -> dict:
+    """The project's environment settings in force (TTT_* variables that change which kernels and configurations
+    run: TTT_INFER_PDL, TTT_INFER_GEMM, TTT_DECODE_CONFIG, ...); empty means every default."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("TTT_") and k not in _STAMPS}
+
+
 def collect_env() -> dict:
-    """GPU, driver, CUDA, torch, triton, ThunderKittens commit, package version and git sha."""
+    """GPU, driver, CUDA, torch, triton, ThunderKittens commit, package version, git sha and the TTT_* settings."""
     import torch
 
     from . import __version__
@@ -52,6 +62,7 @@ def collect_env() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "tk_commit": tk_commit(),
+        "settings": settings(),
     }
     try:
         import triton
