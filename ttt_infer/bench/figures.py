@@ -114,8 +114,11 @@ def markdown_table(rows: list[dict]) -> str:
         f"ThunderKittens {str(env.get('tk_commit'))[:12]}, git "
         + (", ".join(f"{s} ({n} points)" for s, n in shas.most_common()) if mixed else str(env.get("git_sha"))[:12])
     )
-    ceils = {_sha(r): r["ceilings"] for r in rows if r.get("ceilings")} if mixed else {"": ceil} if ceil else {}
-    for sha, c in ceils.items():  # each point's fraction uses its own run's ceilings
+    if mixed:  # each point's fraction uses its own run's ceilings
+        ceils = {_sha(r): r["ceilings"] for r in rows if r.get("ceilings")}
+    else:
+        ceils = {"": ceil} if ceil else {}
+    for sha, c in ceils.items():
         lines.append(
             f"Measured ceilings{f' (run {sha})' if sha else ''}: copy {c['copy_tb_s']:.2f} TB/s, "
             f"bf16 matmul {c['matmul_tflop_s']:.0f} TFLOP/s"

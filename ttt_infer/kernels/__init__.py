@@ -7,6 +7,13 @@ Triton or the compiled extension.
 
 from __future__ import annotations
 
+import os
+
+
+def _interpreting() -> bool:
+    """Whether Triton kernels run in its CPU interpreter (TRITON_INTERPRET=1) rather than compiled."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
 
 class KernelsUnavailable(RuntimeError):
     """The kernel backend cannot run here (no GPU, extension not built, ...); the message says why."""

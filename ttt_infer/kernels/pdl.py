@@ -24,6 +24,8 @@ import os
 
 import torch
 
+from . import _interpreting
+
 try:  # not through decode.common: the decode package imports this module while it initialises
     import triton
     import triton.language as tl
@@ -50,7 +52,7 @@ def _capable(index: int) -> bool:
 
 def enabled(device: torch.device) -> bool:
     """Whether kernels launched on `device` use PDL (read on every launch, so an A/B can flip it)."""
-    if device.type != "cuda" or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if device.type != "cuda" or _interpreting():
         return False
     if os.environ.get("TTT_INFER_PDL", "1") == "0":
         return False

@@ -4,11 +4,10 @@ helpers (tanh, GELU and its derivative, the inner LayerNorm forward and its fuse
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
-from .. import KernelsUnavailable
+from .. import KernelsUnavailable, _interpreting
 
 try:  # Triton is optional: the package imports without it; check_available() says why it can't run
     import triton
@@ -25,10 +24,6 @@ MLP_HIDDEN = 4 * HEAD_DIM
 LN_EPS = 1e-6
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _ACT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def check_available() -> None:
