@@ -182,8 +182,8 @@ glue)
   ;;
 decode)
   # a decode change: the decode kernel, whole-model decode and glue GPU tests, the layer's pieces timed inside
-  # CUDA graphs (scripts/bench_decode_layer.py: GEMMs in two weight layouts, each glue kernel at T = 1), the
-  # decode bench; ~5 min
+  # CUDA graphs (scripts/bench_decode_layer.py: GEMMs in two weight layouts, each glue kernel at T = 1; at
+  # PART_BATCHES, e.g. "16 256 512" for where the large-batch step goes), the decode bench; ~5 min
   # the whole-model GPU tests first (they run every decode path the bench runs), one line a test (-v), so a
   # run cut by its time limit still says which tests passed
   timeout "${TESTS_S:-280}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
@@ -197,7 +197,8 @@ decode)
   timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"
-  cat "$W/decode_layer_B16.log"; tail -n 12 "$W/decode.log"
+  for b in ${PART_BATCHES:-1 16 64}; do [ "$b" = 1 ] || grep -E "^part|nk |^[a-z_ ()+,]+ +[0-9.]+ +- " "$W/decode_layer_B$b.log"; done
+  tail -n 12 "$W/decode.log"
   ;;
 step)
   # a TTT-layer decode step kernel change (the CUDA TTT-MLP kernel): its GPU tests (forced and through the
