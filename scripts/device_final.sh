@@ -20,6 +20,7 @@
 #   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
 #   MODE=pdl     programmatic dependent launch: its tests, same-run A/B of the decode bench (TTT_INFER_PDL=0/1),
 #                then the sweep's TTT decode points with the fastest setting (SWEEP_TTT=1)
+#   MODE=ab      the same with another setting: AB_VAR (e.g. TTT_INFER_DECODE_SPLIT) over AB_SETTINGS, tests TESTS_K
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -267,21 +268,22 @@ folds)
   for f in "$W"/decode_folds_*_2.log; do echo "== $f"; tail -n 3 "$f"; done
   tail -n 12 "$W/decode.log"
   ;;
-pdl)
+pdl|ab)
   # programmatic dependent launch (kernels/pdl.py): its tests (the sm_90 compile check; PDL on vs off through a
   # captured decode graph, bit for bit), a same-run A/B of the full decode bench over PDL_SETTINGS (TTT_INFER_PDL
-  # values; both layer types, AB_BATCHES, AB_REPS alternating repetitions),
+  # values; both layer types, AB_BATCHES, AB_REPS alternating repetitions; MODE=ab: AB_VAR over AB_SETTINGS),
   # then (SWEEP_TTT=1) the sweep's TTT kernel decode points (`ttt-infer bench`, SWEEP_KINDS: decode and
   # prefill+decode) with the fastest setting; else the decode kernel, GEMM and glue tests for the time left; ~8 min
   timeout "${TESTS_S:-120}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/test_pdl.py \
     tests/gpu/test_decode_gpu.py -k "${TESTS_K:-pdl or graph}" > "$W/pdl_tests.log" 2>&1
   done_step "pdl tests"; grep -E "passed|failed" "$W/pdl_tests.log" | tail -1
   grep -E " FAILED|^FAILED|^ERROR" "$W/pdl_tests.log" | head -10
+  var="${AB_VAR:-TTT_INFER_PDL}"
   for rep in $(seq "${AB_REPS:-2}"); do
-    for set in ${PDL_SETTINGS:-0 1}; do
-      TTT_INFER_PDL=$set timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear,mlp}" \
+    for set in ${AB_SETTINGS:-${PDL_SETTINGS:-0 1}}; do
+      env "$var=$set" timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear,mlp}" \
         --out "$W/decode_pdl$set.jsonl" --batches "${AB_BATCHES:-1,16,64}" --no-reference > "$W/decode_pdl${set}_$rep.log" 2>&1
-      done_step "decode bench pdl=$set rep $rep"
+      done_step "decode bench $var=$set rep $rep"
     done
   done
   # the fastest setting: least total ms a step over the full-model points of every repetition
@@ -295,10 +297,10 @@ print(min(tot, key=tot.get) if tot else "1")  # no A/B (AB_REPS=0): the default
 print("totals (ms):", {k: round(v, 3) for k, v in sorted(tot.items())}, file=sys.stderr)
 PY
 )
-  echo "fastest TTT_INFER_PDL setting: $best"
+  echo "fastest $var setting: $best"
   for f in "$W"/decode_pdl*_"${AB_REPS:-2}".log; do echo "== $f"; grep -A8 "full model" "$f"; done
   if [ "${SWEEP_TTT:-0}" = 1 ]; then
-    TTT_INFER_PDL=$best timeout "${SWEEP_S:-200}" python3 -m ttt_infer.cli bench \
+    env "$var=$best" timeout "${SWEEP_S:-200}" python3 -m ttt_infer.cli bench \
       --kinds "${SWEEP_KINDS:-decode,prefill_decode}" --models ttt-linear,ttt-mlp --backends kernels --out "$W/bench_ttt.jsonl" \
       --no-progress > "$W/bench_ttt.log" 2>&1
     done_step "sweep, TTT kernel decode points"; tail -n 20 "$W/bench_ttt.log"
