@@ -149,9 +149,8 @@ def bench_model(model: TTTForCausalLM, B: int, backend: str, bw: float, steps: i
         setup_s = time.perf_counter() - t0
         dec.replay(MB)
         ms = statistics.median(events_ms(lambda: dec.replay(MB), max(1, steps // MB))) / MB
-        mode = "cuda_graph" if dec.split == 1 else f"cuda_graph split{dec.split}"
-        rows = dec.ranges[0][1]  # the (first) micro-batch's sequences: the TTT step the tuner saw
-        cfgk = decode.TUNED.get((cfg.ttt_layer_type, rows * cfg.num_attention_heads, model.dtype))
+        mode = "cuda_graph"
+        cfgk = decode.TUNED.get((cfg.ttt_layer_type, B * cfg.num_attention_heads, model.dtype))
         mode += " " + ":".join(map(str, cfgk)) if cfgk else ""
         del dec
     else:

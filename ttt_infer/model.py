@@ -122,17 +122,14 @@ class TTTForCausalLM(nn.Module):
         self._check_ids(input_ids)
         if cache is None:
             cache = self.new_cache(input_ids.shape[0])
-        logits = self._run(input_ids, cache, last_only)
-        cache.advance(input_ids.shape[1])
-        return logits
-
-    def _run(self, input_ids: torch.Tensor, cache: ModelCache, last_only: bool) -> torch.Tensor:
-        """Logits of input_ids continuing `cache` (its states updated, its position not advanced)."""
-        if cache.batch_size != input_ids.shape[0]:
+        elif cache.batch_size != input_ids.shape[0]:
             raise ValueError(f"cache holds {cache.batch_size} sequences, input_ids {input_ids.shape[0]}")
         if input_ids.shape[1] == 1 and getattr(self._backend, "compiled_decode", False):
-            return self._backend.compile(self._decode_graph)(input_ids, cache)
-        return self._logits(input_ids, cache, cache.seqlen, last_only)
+            logits = self._backend.compile(self._decode_graph)(input_ids, cache)
+        else:
+            logits = self._logits(input_ids, cache, cache.seqlen, last_only)
+        cache.advance(input_ids.shape[1])
+        return logits
 
     def _logits(self, input_ids: torch.Tensor, cache: ModelCache, seqlen: int | None, last_only: bool) -> torch.Tensor:
         """The model body: updates the cache's states (not its position) and returns the logits."""
@@ -147,16 +144,9 @@ class TTTForCausalLM(nn.Module):
         """One decode step with no python position (only cache.position): what "reference-compiled" compiles."""
         return self._logits(input_ids, cache, None, False)
 
-    @torch.no_grad()
-    def decode_step(self, tokens: torch.Tensor, cache: ModelCache, advance: bool = True) -> torch.Tensor:
-        """One token per sequence, tokens [B] -> logits [B, vocab].
-
-        advance=False leaves the cache's position where it was: for micro-batches (`ModelCache.rows`) that
-        share one position tensor, advanced once after all of them (kernels.graphs' split decode step)."""
-        if advance:
-            return self(tokens[:, None], cache)[:, -1]
-        self._check_ids(tokens[:, None])
-        return self._run(tokens[:, None], cache, False)[:, -1]
+    def decode_step(self, tokens: torch.Tensor, cache: ModelCache) -> torch.Tensor:
+        """One token per sequence, tokens [B] -> logits [B, vocab]."""
+        return self(tokens[:, None], cache)[:, -1]
 
     @torch.no_grad()
     def generate(

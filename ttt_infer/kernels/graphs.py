@@ -12,51 +12,15 @@ Usage:
     logits = dec.step(tokens)              # replay
 
 `step` returns a view of the graph's static logits buffer: it is overwritten by the next step.
-
-Split steps (`split` > 1, large batches): the batch's sequences are cut into `split` micro-batches, each
-decoded through all layers on a stream of its own (captured as independent branches of the one graph) and
-sharing the cache's position, which advances once after they join. The branches drift apart, so one
-micro-batch's compute-bound projections can run beside another's memory-bound TTT step instead of after it;
-the price is the weights read once a micro-batch.
 """
 
 from __future__ import annotations
 
-import os
-from itertools import pairwise
-
 import torch
-
-from ..ttt.cache import state_dtype
-
-SPLIT_ENV = "TTT_INFER_DECODE_SPLIT"
-
-
-def default_split(batch_size: int) -> int:
-    """Micro-batches of a decode step for `batch_size` sequences: $TTT_INFER_DECODE_SPLIT if set (at most one a
-    sequence), else 1."""
-    text = os.environ.get(SPLIT_ENV)
-    if text is None:
-        return 1
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"{SPLIT_ENV} must be a positive integer (micro-batches a decode step), got {text!r}")
-    return min(n, batch_size)
-
-
-def split_ranges(batch_size: int, split: int) -> list[tuple[int, int]]:
-    """The micro-batches of a split step: `split` ranges (lo, hi) of sequences lo..hi - 1, as even as possible."""
-    if not (isinstance(split, int) and 1 <= split <= batch_size):
-        raise ValueError(f"split must be an int in 1..{batch_size} (the batch), got {split!r}")
-    q, r = divmod(batch_size, split)
-    return list(pairwise(i * q + min(i, r) for i in range(split + 1)))
 
 
 class CUDAGraphDecoder:
-    def __init__(self, model, cache, split: int | None = None) -> None:
+    def __init__(self, model, cache) -> None:
         if model.backend != "kernels":
             raise ValueError(
                 f"CUDA-graph decoding needs backend='kernels' (the reference backend reads the position "
@@ -70,10 +34,6 @@ class CUDAGraphDecoder:
         self.model = model
         self.cache = cache
         self.batch_size = cache.batch_size
-        self.split = default_split(self.batch_size) if split is None else split
-        self.ranges = split_ranges(self.batch_size, self.split)
-        self.parts = [cache.rows(lo, hi) for lo, hi in self.ranges] if self.split > 1 else []
-        self.streams = [torch.cuda.Stream(device=model.device) for _ in self.parts]
         self.tokens = torch.zeros(self.batch_size, dtype=torch.int64, device=model.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
@@ -99,33 +59,12 @@ class CUDAGraphDecoder:
         self.tokens[:n].copy_(tokens)
         return n
 
-    def _decode(self, serial: bool = False) -> torch.Tensor:
-        """One decode step of the whole batch on the current stream; a split step forks a stream a micro-batch
-        and joins them (serial: each micro-batch waits for the one before, as in the eager step that tunes)."""
-        if not self.parts:
-            return self.model.decode_step(self.tokens, self.cache)
-        main = torch.cuda.current_stream()
-        # made on the main stream before the fork: every micro-batch writes its rows after waiting for it
-        logits = torch.empty(self.batch_size, self.model.config.vocab_size, dtype=state_dtype(self.model.dtype),
-                             device=self.model.device)  # fmt: skip
-        before = main
-        for (lo, hi), part, stream in zip(self.ranges, self.parts, self.streams, strict=True):
-            stream.wait_stream(before if serial else main)
-            with torch.cuda.stream(stream):
-                part.seqlen = self.cache.seqlen
-                logits[lo:hi].copy_(self.model.decode_step(self.tokens[lo:hi], part, advance=False))
-            before = stream
-        for stream in self.streams:
-            main.wait_stream(stream)
-        self.cache.advance(1)
-        return logits
-
     def capture(self) -> None:
         """Capture one decode step (call after at least one eager step for this batch size)."""
         g = torch.cuda.CUDAGraph()
         seqlen = self.cache.seqlen
         with torch.cuda.graph(g):
-            logits = self._decode()
+            logits = self.model.decode_step(self.tokens, self.cache)
         # capture records the step without running it: only the host mirror moved; put it back
         self.cache.seqlen = seqlen
         self.graph, self.logits = g, logits
@@ -139,7 +78,7 @@ class CUDAGraphDecoder:
             side = torch.cuda.Stream(device=self.model.device)
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                logits = self._decode(serial=True)
+                logits = self.model.decode_step(self.tokens, self.cache)
             torch.cuda.current_stream().wait_stream(side)
             self.capture()
             return logits[:n]

@@ -61,10 +61,6 @@ class TTTState:
     def clone(self) -> TTTState:
         return TTTState(**{k: v.clone() for k, v in self.tensors().items()})
 
-    def rows(self, lo: int, hi: int) -> TTTState:
-        """Sequences lo..hi-1 as views (contiguous: the batch is every tensor's leading dim)."""
-        return TTTState(**{k: v[lo:hi] for k, v in self.tensors().items()})
-
     @classmethod
     def from_params(
         cls,
@@ -124,31 +120,16 @@ class ModelCache:
         pre_conv: list[ConvState] | None,
         qk_conv: list[ConvState] | None,
         device: torch.device,
-        position: torch.Tensor | None = None,
     ) -> None:
         self.ttt = ttt
         self.pre_conv = pre_conv
         self.qk_conv = qk_conv
         self.seqlen = 0
-        self.position = torch.zeros(1, dtype=torch.int64, device=device) if position is None else position
+        self.position = torch.zeros(1, dtype=torch.int64, device=device)
 
     @property
     def batch_size(self) -> int:
         return self.ttt[0].W1.shape[0]
-
-    def rows(self, lo: int, hi: int) -> ModelCache:
-        """Sequences lo..hi-1 as a cache of views into this one's tensors, sharing its `position` tensor (so
-        advancing either advances both): what a micro-batch of a split decode step reads and updates."""
-        if not 0 <= lo < hi <= self.batch_size:
-            raise ValueError(f"rows {lo}..{hi} are not a non-empty range of the cache's {self.batch_size} sequences")
-
-        def convs(states: list[ConvState] | None) -> list[ConvState] | None:
-            return None if states is None else [ConvState(c.history[lo:hi]) for c in states]
-
-        part = ModelCache([st.rows(lo, hi) for st in self.ttt], convs(self.pre_conv), convs(self.qk_conv),
-                          self.position.device, position=self.position)  # fmt: skip
-        part.seqlen = self.seqlen
-        return part
 
     def advance(self, n: int) -> None:
         self.seqlen += n
