@@ -104,7 +104,7 @@ void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor
                 torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W1, torch::Tensor b1,
                 torch::Tensor W2, torch::Tensor b2, torch::Tensor K, torch::Tensor G1, torch::Tensor X2,
                 torch::Tensor G2, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv, double eps,
-                int64_t variant, bool pdl) {
+                int64_t ctas_per_sm, bool pdl) {
   const auto act = decode_dtype(q, "q");
   for (auto *p : {&q, &k}) check(*p, "q/k", q.scalar_type());
   TORCH_CHECK(v.is_cuda() && v.scalar_type() == q.scalar_type() && v.stride(-1) == 1, "v: CUDA, q's dtype, unit stride");
@@ -122,7 +122,7 @@ void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor
                        K.data_ptr<float>(), G1.data_ptr<float>(), X2.data_ptr<float>(), G2.data_ptr<float>(),
                        LR.data_ptr<float>(), out.data_ptr<float>(), (long long)sv, (int)W1.size(0) * (int)W1.size(1),
                        (int)nh, (float)eps};
-  const cudaError_t e = ttt::launch_mlp_decode(a, act, ln, (int)variant, pdl, at::cuda::getCurrentCUDAStream());
+  const cudaError_t e = ttt::launch_mlp_decode(a, act, ln, (int)ctas_per_sm, pdl, at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(e == cudaSuccess, "ttt mlp decode launch failed: ", cudaGetErrorString(e));
 }
 

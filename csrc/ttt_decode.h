@@ -24,10 +24,9 @@ struct MlpDecodeArgs {
   float eps;
 };
 
-// variant: 2 or 3 = the CTAs an SM the kernel's registers are budgeted for (shared memory allows 3 on sm_90);
-// 12 = 2 CTAs an SM with the mini-batch's G1 / X2 rows in shared memory (96 KB a CTA). Others: invalid value.
+// ctas_per_sm: 2 or 3 (the register budget the kernel is compiled for; shared memory allows 3 on sm_90).
 // pdl: launch with programmatic dependent launch (sm_90+; the kernel waits for the grid ahead before any access).
-cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int variant, bool pdl,
+cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
                               cudaStream_t stream);
 
 }  // namespace ttt

@@ -17,16 +17,11 @@
 //   with a1_s = lr_s (K_s . q + 1), a2_s = lr_s (X2_s . x2bar + 1); at p = 15 the rank-16 updates of W1, b1,
 //   W2 (in shared memory, then copied out), b2.
 //
-// Shared memory: 64 KB (W2) + ~8 KB a CTA: three CTAs an SM on sm_90 (two on sm_80). CTAS (template) is the
-// register budget: 3 -> at most 80 registers a thread. RS (rows in shared memory): the mini-batch's rows s < p
-// of G1 and X2 are copied into shared memory with W2 at the start (32 KB more a CTA: two CTAs an SM) instead of
-// loaded into registers after the first barrier (32 registers a thread, and a global round trip inside the
-// dependent chain).
+// Shared memory: 64 KB (W2) + ~7 KB a CTA: three CTAs an SM on sm_90 (two on sm_80). CTAS (template) is the
+// register budget: 3 -> at most 80 registers a thread.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
-#include <type_traits>
 
 #include "ttt_decode.h"
 
@@ -100,38 +95,6 @@ __device__ __forceinline__ void cp_async_rows(unsigned smem, const void *gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::); }
 
-// The mini-batch's rows s < p of G1 and X2 at this thread's hidden unit t: g1(s), x2(s) are 0 for s >= p until
-// set_last (at p = 15) makes row 15 this token's. In registers, loaded after the first barrier ...
-struct RowsInRegs {
-  float g1r[MB], x2r[MB];
-  __device__ __forceinline__ void load(const float *G1g, const float *X2g, int p) {  // G1g, X2g: column t
-#pragma unroll
-    for (int r = 0; r < MB; ++r) {
-      g1r[r] = r < p ? G1g[r * H] : 0.0f;
-      x2r[r] = r < p ? X2g[r * H] : 0.0f;
-    }
-  }
-  __device__ __forceinline__ float g1(int r) const { return g1r[r]; }
-  __device__ __forceinline__ float x2(int r) const { return x2r[r]; }
-  __device__ __forceinline__ void set_last(float g, float x) {
-    g1r[MB - 1] = g;
-    x2r[MB - 1] = x;
-  }
-};
-// ... or in shared memory ([MB][H] each, copied in at the start; column t is this thread's alone)
-struct RowsInSmem {
-  float *G1s, *X2s;
-  int p;
-  __device__ __forceinline__ void load(const float *, const float *, int) {}
-  __device__ __forceinline__ float g1(int r) const { return r < p ? G1s[r * H] : 0.0f; }
-  __device__ __forceinline__ float x2(int r) const { return r < p ? X2s[r * H] : 0.0f; }
-  __device__ __forceinline__ void set_last(float g, float x) {
-    G1s[(MB - 1) * H] = g;
-    X2s[(MB - 1) * H] = x;
-    p = MB;
-  }
-};
-
 struct Smem {
   float q[F], k[F], tgt[F], lnw[F], lnb[F];  // tgt = v - k
   float x2[H];                                // gelu(z1k), then x2bar
@@ -142,10 +105,10 @@ struct Smem {
   float rows[MB][F];                          // the update at p = 15: tau lr_s K_s, then G2_s
 };
 
-template <typename T, typename L, int CTAS, bool RS>
+template <typename T, typename L, int CTAS>
 __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDecodeArgs a) {
   extern __shared__ float4 dyn[];
-  float *W2s = reinterpret_cast<float *>(dyn);  // [H][F], then (RS) G1 and X2 rows [MB][H] each
+  float *W2s = reinterpret_cast<float *>(dyn);  // [H][F]
   __shared__ Smem s;
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -163,19 +126,6 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // W2 -> shared memory (16 B copies, coalesced), W1's column t -> registers
   const float *W2g = a.W2 + pid * H * F;
   cp_async_rows<0, H * F / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * t)), W2g + 4 * t);
-  using Rows = std::conditional_t<RS, RowsInSmem, RowsInRegs>;
-  Rows rows;
-  if constexpr (RS) {  // rows s < p of G1 and X2 (p KB each), 16 B a copy
-    float *G1s = W2s + H * F, *X2s = G1s + MB * H;
-    const float *G1g = a.G1 + pid * MB * H, *X2g = a.X2 + pid * MB * H;
-    for (int i = t; i < p * (H / 4); i += THREADS) {
-      cp_async16<0>(static_cast<unsigned>(__cvta_generic_to_shared(G1s + 4 * i)), G1g + 4 * i);
-      cp_async16<0>(static_cast<unsigned>(__cvta_generic_to_shared(X2s + 4 * i)), X2g + 4 * i);
-    }
-    rows.G1s = G1s + t;
-    rows.X2s = X2s + t;
-    rows.p = p;
-  }
   const float *W1g = a.W1 + pid * F * H + t;
   float w1[F];
 #pragma unroll
@@ -245,8 +195,15 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   cp_async_wait_all();
   __syncthreads();
   // this thread's hidden unit in the mini-batch's rows s < p (used after g1; loaded after the barrier so that
-  // they do not share registers with W1's column; RS: in shared memory already)
-  rows.load(a.G1 + pid * MB * H + t, a.X2 + pid * MB * H + t, p);
+  // they do not share registers with W1's column)
+  const float *G1g = a.G1 + pid * MB * H + t;
+  const float *X2g = a.X2 + pid * MB * H + t;
+  float g1r[MB], x2r[MB];
+#pragma unroll
+  for (int r = 0; r < MB; ++r) {
+    g1r[r] = r < p ? G1g[r * H] : 0.0f;
+    x2r[r] = r < p ? X2g[r * H] : 0.0f;
+  }
 
   // z2 of k: thread (fo, grp) sums hidden units 64 grp .. 64 grp + 63
   {
@@ -303,15 +260,18 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     a.X2[(pid * MB + p) * H + t] = x2k;
     float c = s.a1[p] * g1;
 #pragma unroll
-    for (int r = 0; r < MB; ++r) c += s.a1[r] * rows.g1(r);  // 0 for r >= p
+    for (int r = 0; r < MB; ++r) c += s.a1[r] * g1r[r];  // g1r[r] = 0 for r >= p
     const float x2bar = gelu(z1q - tau * c);
     float prod[MB];
 #pragma unroll
-    for (int r = 0; r < MB; ++r) prod[r] = (r < p ? rows.x2(r) : (r == p ? x2k : 0.0f)) * x2bar;
+    for (int r = 0; r < MB; ++r) prod[r] = (r < p ? x2r[r] : (r == p ? x2k : 0.0f)) * x2bar;
     const float tot = warp_sum16(prod, lane);
     if ((lane & 1) == 0) s.red[warp][lane >> 1] = tot;
     s.x2[t] = x2bar;  // x2k's readers (z2k) are past the barrier after them
-    if (p == MB - 1) rows.set_last(g1, x2k);  // the update at the mini-batch's end reads this token's row too
+    if (p == MB - 1) {  // the update at the mini-batch's end reads this token's row from the arrays
+      g1r[MB - 1] = g1;
+      x2r[MB - 1] = x2k;
+    }
   }
   __syncthreads();
 
@@ -365,13 +325,13 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   {
     float bsum = 0.0f;
 #pragma unroll
-    for (int r = 0; r < MB; ++r) bsum += tau * s.lr[r] * rows.g1(r);
+    for (int r = 0; r < MB; ++r) bsum += tau * s.lr[r] * g1r[r];
     a.b1[pid * H + t] = b1 - bsum;
 #pragma unroll 4
     for (int f = 0; f < F; ++f) {
       float u = 0.0f;
 #pragma unroll
-      for (int r = 0; r < MB; ++r) u += s.rows[r][f] * rows.g1(r);
+      for (int r = 0; r < MB; ++r) u += s.rows[r][f] * g1r[r];
       W1w[f * H] = W1w[f * H] - u;
     }
   }
@@ -381,7 +341,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   {
     float cx[MB];
 #pragma unroll
-    for (int r = 0; r < MB; ++r) cx[r] = tau * s.lr[r] * rows.x2(r);
+    for (int r = 0; r < MB; ++r) cx[r] = tau * s.lr[r] * x2r[r];
     float *w = W2s + t * F;
 #pragma unroll
     for (int i = 0; i < F; i += 4) {
@@ -410,11 +370,11 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   for (int i = 0; i < H * F / 4 / THREADS; ++i) W2o[i * THREADS + t] = dyn[i * THREADS + t];
 }
 
-template <typename T, typename L, int CTAS, bool RS>
+template <typename T, typename L, int CTAS>
 cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
-  constexpr int dyn = (H * F + (RS ? 2 * MB * H : 0)) * sizeof(float);
-  auto kern = mlp_decode_kernel<T, L, CTAS, RS>;
-  static cudaError_t attr = [&] {  // once per instantiation (and process): 64 (96) KB dynamic, the largest carveout
+  constexpr int dyn = H * F * sizeof(float);
+  auto kern = mlp_decode_kernel<T, L, CTAS>;
+  static cudaError_t attr = [&] {  // once per instantiation (and process): 64 KB dynamic, the largest carveout
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
@@ -434,33 +394,28 @@ cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) 
   return cudaLaunchKernelEx(&cfg, kern, a);
 }
 
-template <typename T, int CTAS, bool RS>
+template <typename T, int CTAS>
 cudaError_t launch_ln(const MlpDecodeArgs &a, DecodeDtype ln, bool pdl, cudaStream_t stream) {
-  if (ln == DecodeDtype::fp32) return launch_typed<T, float, CTAS, RS>(a, pdl, stream);
-  return launch_typed<T, T, CTAS, RS>(a, pdl, stream);
+  if (ln == DecodeDtype::fp32) return launch_typed<T, float, CTAS>(a, pdl, stream);
+  return launch_typed<T, T, CTAS>(a, pdl, stream);
 }
 
-template <int CTAS, bool RS>
+template <int CTAS>
 cudaError_t launch_act(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, bool pdl, cudaStream_t stream) {
   switch (act) {
-    case DecodeDtype::bf16: return launch_ln<__nv_bfloat16, CTAS, RS>(a, ln, pdl, stream);
-    case DecodeDtype::fp16: return launch_ln<__half, CTAS, RS>(a, ln, pdl, stream);
-    default: return launch_ln<float, CTAS, RS>(a, ln, pdl, stream);
+    case DecodeDtype::bf16: return launch_ln<__nv_bfloat16, CTAS>(a, ln, pdl, stream);
+    case DecodeDtype::fp16: return launch_ln<__half, CTAS>(a, ln, pdl, stream);
+    default: return launch_ln<float, CTAS>(a, ln, pdl, stream);
   }
 }
 
 }  // namespace
 
-cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int variant, bool pdl,
+cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
                               cudaStream_t stream) {
   if (a.BH <= 0) return cudaSuccess;
   if (ln != DecodeDtype::fp32 && ln != act) return cudaErrorInvalidValue;
-  switch (variant) {
-    case 2: return launch_act<2, false>(a, act, ln, pdl, stream);
-    case 3: return launch_act<3, false>(a, act, ln, pdl, stream);
-    case 12: return launch_act<2, true>(a, act, ln, pdl, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return ctas_per_sm >= 3 ? launch_act<3>(a, act, ln, pdl, stream) : launch_act<2>(a, act, ln, pdl, stream);
 }
 
 }  // namespace ttt

@@ -186,9 +186,11 @@ decode)
   # CUDA graphs (scripts/bench_decode_layer.py: GEMMs in two weight layouts, each glue kernel at T = 1; at
   # PART_BATCHES, e.g. "16 256 512" for where the large-batch step goes), the decode bench; ~5 min
   # the whole-model GPU tests first (they run every decode path the bench runs), one line a test (-v), so a
-  # run cut by its time limit still says which tests passed
-  timeout "${TESTS_S:-280}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
-    tests/test_gemm.py tests/test_glue.py tests/test_decode_kernels.py > "$W/decode_tests.log" 2>&1
+  # run cut by its time limit still says which tests passed (DECODE_TEST_FILES: other test files)
+  # shellcheck disable=SC2086  # DECODE_TEST_FILES is a list of files
+  timeout "${TESTS_S:-280}" python3 -m pytest -v -p no:cacheprovider --timeout=90 \
+    ${DECODE_TEST_FILES:-tests/gpu/test_decode_gpu.py tests/test_gemm.py tests/test_glue.py tests/test_decode_kernels.py} \
+    > "$W/decode_tests.log" 2>&1
   done_step "decode tests"; grep -cE " PASSED" "$W/decode_tests.log"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
   grep -E " FAILED|^FAILED|^ERROR" "$W/decode_tests.log" | head -10
   for b in ${PART_BATCHES:-1 16 64}; do

@@ -1,6 +1,6 @@
-"""A few decode steps of the CUDA TTT-MLP kernel (every variant: both register budgets and the rows in shared
-memory; both 16-bit dtypes, ln parameters in fp32 and in the activation dtype, positions 0..17 so one mini-batch
-end is crossed), for compute-sanitizer memcheck / racecheck: `compute-sanitizer --tool racecheck python scripts/sanitize_decode.py`."""
+"""A few decode steps of the CUDA TTT-MLP kernel (both register budgets, both 16-bit dtypes, ln parameters in
+fp32 and in the activation dtype, positions 0..17 so one mini-batch end is crossed), for compute-sanitizer
+memcheck / racecheck: `compute-sanitizer --tool racecheck python scripts/sanitize_decode.py`."""
 
 import os
 import sys
@@ -14,7 +14,7 @@ from ttt_infer.kernels import decode  # noqa: E402
 from ttt_infer.kernels.decode import cuda  # noqa: E402
 
 assert cuda.available(), "build the extension first: python -m ttt_infer.kernels.build"
-for ctas in cuda.VARIANTS:
+for ctas in (2, 3):
     os.environ["TTT_DECODE_CONFIG"] = f"mlp=cu:8:{ctas}"
     for dtype in (torch.bfloat16, torch.float16):
         for ln_act in (False, True):

@@ -4,8 +4,7 @@ It lives in the compiled extension (`python -m ttt_infer.kernels.build`), so it 
 loads on a CUDA device; the Triton variants need nothing but Triton. Same arguments and semantics as the Triton
 TTT-MLP kernels (one CTA of 256 threads per (sequence, head), W2 held in shared memory, see the .cu file);
 mini-batch 16 and an int64 position only (the model's cache); `n` of the configuration is the number of CTAs
-an SM the kernel's registers are budgeted for (2 or 3), or 12: two CTAs an SM with the mini-batch's G1 / X2 rows
-copied into shared memory at the start (96 KB a CTA; no registers spilled, no global load inside the chain).
+an SM the kernel's registers are budgeted for (2 or 3).
 """
 
 from __future__ import annotations
@@ -43,10 +42,7 @@ def _kernel():
     return fn
 
 
-VARIANTS = (2, 3, 12)
-
-
-def launch_mlp(args: list, variant: int) -> None:
+def launch_mlp(args: list, ctas_per_sm: int) -> None:
     """args: the Triton TTT-MLP kernels' argument list (decode/step.py `_kernel_args`)."""
     (xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, _nprog, eps, sv) = args
     if K.shape[-2] != MINI_BATCH:
@@ -55,7 +51,7 @@ def launch_mlp(args: list, variant: int) -> None:
         raise TypeError(f"the CUDA TTT-MLP decode kernel reads an int64 position, got {pos.dtype}")
     if ln_w.dtype not in (torch.float32, xq.dtype):
         raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
-    if variant not in VARIANTS:
-        raise ValueError(f"cu:<warps>:<n>: n = CTAs an SM (2 or 3) or 12 (2, rows in shared memory), got {variant}")
-    _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, variant,
+    if ctas_per_sm not in (2, 3):
+        raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
+    _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm,
               pdl.enabled(xq.device))  # fmt: skip

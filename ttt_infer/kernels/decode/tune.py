@@ -25,8 +25,7 @@ if triton is not None:
 # A configuration: (variant, num_warps, n): n = heads per program (linear "mh"), hidden chunk (mlp "chunk"),
 # flags for linear "v3" (bit 0: rows loaded after the matvecs, bit 1: cache hints), NS * 10 + programs per
 # SM for linear "ps", EV * 10000 + NS * 1000 + hidden chunk for mlp "v3" (NS: pipelining stages), CTAs an SM
-# for mlp "cu" (the CUDA kernel, 2 or 3; 12: 2 with the rows in shared memory; a candidate only where the
-# compiled extension loads: `candidates`).
+# for mlp "cu" (the CUDA kernel; a candidate only where the compiled extension loads: `candidates`).
 # The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
 # (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
 # The "ps" programs per SM are what fits beside each other (ptxas for sm_90: 124-128 registers, 27 KB
@@ -59,7 +58,6 @@ CANDIDATES = {
         ("v3", 8, 3032),
         ("cu", 8, 2),
         ("cu", 8, 3),
-        ("cu", 8, 12),
     ],
 }
 DEFAULT = {"linear": ("v1", 4, 1), "mlp": ("v1", 8, 0)}
