@@ -141,34 +141,9 @@ def test_conv_tiles(tile, nh, C):
     assert torch.equal(h_k, h_ref)
 
 
-@pytest.mark.parametrize("tile, nh, C", [((2, 1), 4, 96), ((32, 2), 8, 512), ((1024, 4), 4, 96), ((128, 4), 8, 512)])
-def test_decode_conv_tiles(tile, nh, C):
-    """One-token programs (decode_conv_tile: channels, warps) narrower than a head, wider than C, and the
-    prompts' tile: three steps in a row (each step's history feeds the next) give the reference's results."""
-    glue, dtype, B = TritonGlue(decode_conv_tile=tile), torch.float16, 3
-    cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
-    h0 = rnd(B, C, 3, dtype=dtype, seed=9)
-    h_ref, h_k = h0.clone(), h0.clone()
-    g_ref, g_k = h0.clone(), h0.clone()
-    for step in range(3):
-        x, res = rnd(B, 1, C, dtype=dtype, seed=20 + step), rnd(B, 1, C, dtype=dtype, seed=30 + step)
-        pos = torch.tensor([14 + step], device=DEV)  # the RoPE position wraps from 15 to 0
-        got = glue.qk_conv_rope(x, cq, ck, h_k, pos, nh, 10000.0, 16)
-        want = TORCH_GLUE.qk_conv_rope(x, cq, ck, h_ref, pos, nh, 10000.0, 16)
-        assert all(rel_err(g, w) < 2e-3 for g, w in zip(got, want, strict=True)), step
-        assert torch.equal(h_k, h_ref), step
-        got = glue.causal_conv(x, cq, g_k, residual=res)
-        assert rel_err(got, TORCH_GLUE.causal_conv(x, cq, g_ref, residual=res)) < 2e-3, step
-        assert torch.equal(g_k, g_ref), step
-
-
 def test_conv_tile_must_be_powers_of_two():
     with pytest.raises(ValueError, match="powers of two"):
         TritonGlue(conv_tile=(16, 96, 4))
-    with pytest.raises(ValueError, match="powers of two"):
-        TritonGlue(decode_conv_tile=(96, 4))
-    with pytest.raises(ValueError, match="channels, warps"):
-        TritonGlue(decode_conv_tile=(1, 64, 4))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

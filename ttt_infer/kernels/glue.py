@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..layers import TorchGlue, rope_rotation
-from . import KernelsUnavailable, _interpreting, gemm
+from . import KernelsUnavailable, gemm
 from .decode.common import _ACT_DTYPES, _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
 from .pdl import launch_kwargs, pdl_enter
@@ -308,20 +308,13 @@ class TritonGlue:
 
     name = "triton"
 
-    def __init__(self, conv_tile: tuple[int, int, int] = (32, 128, 4),
-                 decode_conv_tile: tuple[int, int] = (512, 8)) -> None:  # fmt: skip
+    def __init__(self, conv_tile: tuple[int, int, int] = (32, 128, 4)) -> None:
         """conv_tile: (times, channels, warps) of one program of the causal convolutions (powers of two); the
-        default was the fastest of six for both convs on the H200 (B=16, T=8k: results/h200/glue.jsonl).
-        decode_conv_tile: (channels, warps) of a program at one token (T = 1): 4x the default's channels, so that
-        512 rows of 2048 channels are ~2 waves of programs on the H200, not ~4 (ptxas: 48 registers a thread)."""
+        default was the fastest of six for both convs on the H200 (B=16, T=8k: results/h200/glue.jsonl)."""
         check_available()
-        for tile in (conv_tile, decode_conv_tile):
-            if any(v < 1 or v & (v - 1) for v in tile) or tile[-2] < 2:
-                raise ValueError(f"conv tiles must be powers of two (channels >= 2), got {tile}")
-        if len(conv_tile) != 3 or len(decode_conv_tile) != 2:
-            raise ValueError(f"conv_tile is (times, channels, warps), decode_conv_tile (channels, warps); got "
-                             f"{conv_tile}, {decode_conv_tile}")  # fmt: skip
-        self.conv_tile, self.decode_conv_tile = tuple(conv_tile), tuple(decode_conv_tile)
+        if any(v < 1 or v & (v - 1) for v in conv_tile) or conv_tile[1] < 2:
+            raise ValueError(f"conv_tile must be three powers of two (channels >= 2), got {conv_tile}")
+        self.conv_tile = tuple(conv_tile)
         self._rope_tables: dict[tuple, torch.Tensor] = {}
         self._stacks: dict[tuple, tuple] = {}  # stacked projection weights, by the projections' ids
 
@@ -468,7 +461,7 @@ class TritonGlue:
         table = self._rope_table(x.device, f, theta, mb) if rope is not None else position  # (unused without RoPE)
         y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
         y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
-        bt, bc, warps = (1, *self.decode_conv_tile) if T == 1 else self.conv_tile
+        bt, bc, warps = self.conv_tile
         BT, BC = min(bt, triton.next_power_of_2(T)), min(bc, triton.next_power_of_2(C))
         grid = (triton.cdiv(T, BT), B, triton.cdiv(C, BC))
         single = grid[0] == 1
@@ -500,13 +493,9 @@ class TritonGlue:
             return TorchGlue.pre_block(self, x, conv_norm, conv, history, seq_norm)
         x = x.contiguous()
         x2, h = torch.empty_like(x), torch.empty_like(x)
-        block = triton.next_power_of_2(C)
-        # rows of <= 2048 channels: at most 64 registers a thread (ptxas: 80 uncapped, 52 bytes spilled capped), so
-        # 4 programs fit an SM instead of 3 and 512 rows are one wave on the H200, not two
-        cap = {"maxnreg": 64} if block <= 2048 and not _interpreting() else {}
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
-                                      conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=block, num_warps=8, **cap,
-                                      **launch_kwargs(x.device))  # fmt: skip
+                                      conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
+                                      num_warps=8, **launch_kwargs(x.device))  # fmt: skip
         return x2, h
 
     def lr_gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
