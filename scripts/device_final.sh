@@ -21,6 +21,8 @@
 #   MODE=pdl     programmatic dependent launch: its tests, same-run A/B of the decode bench (TTT_INFER_PDL=0/1),
 #                then the sweep's TTT decode points with the fastest setting (SWEEP_TTT=1)
 #   MODE=ab      the same with another setting: AB_VAR (e.g. TTT_INFER_DECODE_SPLIT) over AB_SETTINGS, tests TESTS_K
+#   MODE=ncu_step Nsight Compute on the TTT-layer decode step kernels at STEP_BATCH rows (TTT-MLP's CUDA kernel
+#                and TTT-Linear's Triton v3; STEP_CONFIGS), the mini-batch's middle (p = 8) and its end (p = 15)
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -269,6 +271,28 @@ folds)
   grep -E " FAILED|^FAILED|^ERROR" "$W/decode_tests.log" | head -10
   for f in "$W"/decode_folds_*_2.log; do echo "== $f"; tail -n 3 "$f"; done
   tail -n 12 "$W/decode.log"
+  ;;
+ncu_step)
+  # where the decode step's time goes: each configuration (STEP_CONFIGS, "kind=variant:warps:n" words) profiled at
+  # STEP_BATCH rows, p = 8 (a plain token) with the full set and p = 15 (the update) with the warp-state
+  # sections; the stall reasons and the SASS lines' samples (csv) of the full set; ~3 min
+  for cfg in ${STEP_CONFIGS:-mlp=cu:8:2 linear=v3:2:0}; do
+    kind=${cfg%%=*}; tag=${cfg//[=:]/_}
+    regex=$([ "$kind" = mlp ] && echo mlp_decode || echo ttt_linear_decode)
+    timeout "${NCU_S:-100}" ncu --set full --import-source yes -k "regex:$regex" --launch-skip 2 -c 1 \
+      -o "$W/ncu_$tag" -f python3 scripts/profile_decode_step.py --kind "$kind" --batch "${STEP_BATCH:-512}" \
+      --config "$cfg" --position 8 > "$W/ncu_${tag}_run.log" 2>&1
+    done_step "ncu $cfg p=8"
+    ncu -i "$W/ncu_$tag.ncu-rep" --page details > "$W/ncu_$tag.txt" 2>&1
+    ncu -i "$W/ncu_$tag.ncu-rep" --page source --csv --print-source sass > "$W/ncu_${tag}_sass.csv" 2>&1
+    timeout 60 ncu --section WarpStateStats --section MemoryWorkloadAnalysis -k "regex:$regex" --launch-skip 2 -c 1 \
+      python3 scripts/profile_decode_step.py --kind "$kind" --batch "${STEP_BATCH:-512}" --config "$cfg" \
+      --position 15 > "$W/ncu_${tag}_p15.txt" 2>&1
+    done_step "ncu $cfg p=15"
+    echo "== $cfg p=8"
+    grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|Issued Warp|No Eligible" \
+      "$W/ncu_$tag.txt" | head -30
+  done
   ;;
 pdl|ab)
   # programmatic dependent launch (kernels/pdl.py): its tests (the sm_90 compile check; PDL on vs off through a

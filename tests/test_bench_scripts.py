@@ -50,6 +50,19 @@ def test_bench_decode_layer_skinny_candidates_run(tmp_path):
     assert "o_proj+res triton " + ":".join(map(str, CANDIDATES[0])) in {r["part"] for r in rows}
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU smoke run; on a GPU the script launches for real")
+@pytest.mark.parametrize("kind, config, position", [("linear", "linear=v3:2:0", 15), ("mlp", "mlp=v1:8:0", 8)])
+def test_profile_decode_step_runs_a_forced_configuration(kind, config, position, capsys, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TTT_DECODE_CONFIG", "")  # the script sets it for its process: restored after the test
+    args = ["--kind", kind, "--batch", "2", "--heads", "1", "--config", config, "--position", str(position),
+            "--warmup", "1"]  # fmt: skip
+    assert _load("profile_decode_step").main(args) == 0
+    assert f"smoke run (no GPU): {config} at B=2, finite: True" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _load("profile_decode_step").main(["--kind", kind, "--config", "other=v1:4:1"])
+
+
 def test_decode_gemm_table_keeps_cublas_where_it_wins(tmp_path):
     """write_table: per shape the fastest Triton configuration if it beat cuBLAS, else null; merged by BM."""
     mod = _load("bench_decode_layer")
