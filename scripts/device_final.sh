@@ -308,7 +308,7 @@ pdl|ab)
   for rep in $(seq "${AB_REPS:-2}"); do
     for set in ${AB_SETTINGS:-${PDL_SETTINGS:-0 1}}; do
       env "$var=$set" timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear,mlp}" \
-        --out "$W/decode_pdl$set.jsonl" --batches "${AB_BATCHES:-1,16,64}" --no-reference > "$W/decode_pdl${set}_$rep.log" 2>&1
+        --out "$W/decode_ab$set.jsonl" --batches "${AB_BATCHES:-1,16,64}" --no-reference > "$W/decode_ab${set}_$rep.log" 2>&1
       done_step "decode bench $var=$set rep $rep"
     done
   done
@@ -316,15 +316,15 @@ pdl|ab)
   best=$(python3 - "$W" <<'PY'
 import json, pathlib, sys
 tot = {}
-for f in pathlib.Path(sys.argv[1]).glob("decode_pdl*.jsonl"):
+for f in pathlib.Path(sys.argv[1]).glob("decode_ab*.jsonl"):
     rows = [json.loads(x) for x in f.read_text().splitlines()]
-    tot[f.stem.removeprefix("decode_pdl")] = sum(r["ms"] for r in rows if r.get("bench") == "model")
+    tot[f.stem.removeprefix("decode_ab")] = sum(r["ms"] for r in rows if r.get("bench") == "model")
 print(min(tot, key=tot.get) if tot else "1")  # no A/B (AB_REPS=0): the default
 print("totals (ms):", {k: round(v, 3) for k, v in sorted(tot.items())}, file=sys.stderr)
 PY
 )
   echo "fastest $var setting: $best"
-  for f in "$W"/decode_pdl*_"${AB_REPS:-2}".log; do echo "== $f"; grep -A8 "full model" "$f"; done
+  for f in "$W"/decode_ab*_"${AB_REPS:-2}".log; do echo "== $f"; grep -A8 "full model" "$f"; done
   if [ "${SWEEP_TTT:-0}" = 1 ]; then
     env "$var=$best" timeout "${SWEEP_S:-200}" python3 -m ttt_infer.cli bench \
       --kinds "${SWEEP_KINDS:-decode,prefill_decode}" --models ttt-linear,ttt-mlp --backends kernels --out "$W/bench_ttt.jsonl" \
