@@ -46,6 +46,18 @@ sanitize() {
     done_step "$tool"; tail -n 2 "$W/$2_$tool.log"
   done
 }
+# a pytest run: run_tests <seconds> <log name> <step name> <pytest options and files...>; prints its summary line (a
+# run cut by its limit: how many passed, from -v's line a test) and its failures; returns pytest's status
+run_tests() {
+  local secs=$1 log=$W/$2 name=$3 rc summary
+  shift 3
+  timeout "$secs" python3 -m pytest -p no:cacheprovider "$@" > "$log" 2>&1
+  done_step "$name"; rc=$?
+  summary=$(grep -E "passed|failed" "$log" | tail -1)
+  echo "${summary:-cut by its limit: $(grep -cE ' PASSED' "$log") passed}"
+  grep -E " FAILED|^FAILED|^ERROR" "$log" | head -10
+  return $rc
+}
 pack() { tar czf "$OUT/all.tgz" -C "$W" . && rm -rf "$W"; }
 trap pack EXIT
 python3 -m ttt_infer.cli env > "$W/env.txt" 2>&1
@@ -63,18 +75,13 @@ fi
 case "$MODE" in
 check)
   grep -h "registers\|spill stores" "$W/build_native.log" | sort | uniq -c | head -12
-  timeout "${TESTS_S:-330}" python3 -m pytest -q -p no:cacheprovider --timeout=90 --durations=15 tests/test_glue.py \
+  run_tests "${TESTS_S:-330}" gpu_tests.log "gpu tests" -q --timeout=90 --durations=15 tests/test_glue.py \
     tests/test_decode_kernels.py tests/test_prefill_errors.py tests/gpu/test_prefill.py tests/gpu/test_decode_gpu.py \
-    tests/gpu/test_verify_gpu.py -k "not wgmma" > "$W/gpu_tests.log" 2>&1
-  done_step "gpu tests"; rc=$?
-  grep -E "passed|failed" "$W/gpu_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/gpu_tests.log" | head -10
-  [ $rc -eq 0 ] || exit 1
+    tests/gpu/test_verify_gpu.py -k "not wgmma" || exit 1
   sanitize scripts/sanitize_prefill.py sanitizer 40
   # the opt-in Hopper wgmma kernel: its own tests, not blocking; timed below only when they pass
-  timeout "${WGMMA_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_prefill.py -k wgmma \
-    > "$W/wgmma_tests.log" 2>&1
-  done_step "wgmma tests" && WG="" || WG="--no-wgmma"
-  grep -E "passed|failed" "$W/wgmma_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/wgmma_tests.log" | head -5
+  run_tests "${WGMMA_S:-60}" wgmma_tests.log "wgmma tests" -q --timeout=30 tests/gpu/test_prefill.py -k wgmma \
+    && WG="" || WG="--no-wgmma"
   # shellcheck disable=SC2086  # WG is one option or none
   timeout "${PREFILL_S:-75}" python3 scripts/bench_prefill_op.py $WG --out "$W/prefill_op.jsonl" --label "${LABEL:-v3}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
@@ -85,10 +92,8 @@ prefill)
   # a prefill kernel change: its GPU tests (both builds), the sanitizers, the op bench at every shape, then the
   # decode bench (TTT-layer step, full model); ~5 min
   grep -h "registers\|spill stores" "$W/build_native.log" | sort | uniq -c | head -12
-  timeout "${TESTS_S:-200}" python3 -m pytest -q -p no:cacheprovider --timeout=90 --durations=5 tests/test_prefill_errors.py \
-    tests/gpu/test_prefill.py > "$W/prefill_tests.log" 2>&1
-  done_step "prefill tests"; rc=$?
-  grep -E "passed|failed" "$W/prefill_tests.log" | tail -1; grep -E "^FAILED|^ERROR" "$W/prefill_tests.log" | head -10
+  run_tests "${TESTS_S:-200}" prefill_tests.log "prefill tests" -q --timeout=90 --durations=5 tests/test_prefill_errors.py \
+    tests/gpu/test_prefill.py
   sanitize scripts/sanitize_prefill.py sanitizer 60
   timeout "${PREFILL_S:-120}" python3 scripts/bench_prefill_op.py --out "$W/prefill_op.jsonl" --label "${LABEL:-run}" \
     --shapes "${PREFILL_SHAPES:-16x2048,16x8192,16x32768,1x32768}" > "$W/prefill_op.log" 2>&1
@@ -144,17 +149,14 @@ sweep)
   # RESUME=<jsonl>: start from those rows (the sweep measures only the points missing there)
   if [ -n "${RESUME:-}" ]; then cp "$RESUME" "$W/bench.jsonl"; fi
   if [ "${GLUE_TEST_S:-0}" -gt 0 ]; then
-    timeout "$GLUE_TEST_S" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py > "$W/glue_tests.log" 2>&1
-    done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
+    run_tests "$GLUE_TEST_S" glue_tests.log "glue tests" -q --timeout=60 tests/test_glue.py
   fi
   timeout "${SWEEP_S:-530}" python3 -m ttt_infer.cli bench --out "$W/bench.jsonl" --figures --no-progress \
     > "$W/bench.log" 2>&1
   done_step "bench sweep"
   if [ $(( $(date +%s) - T0 )) -gt 450 ]; then grep -E "^\S+\|" "$W/bench.log" | head -80; exit 0; fi  # no time for the extras
   if [ "${BASE_S:-150}" -gt 0 ]; then
-    timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
-      > "$W/baselines_tests.log" 2>&1
-    done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+    run_tests "${BASE_S:-150}" baselines_tests.log "baseline tests" -q --timeout=30 tests/gpu/test_baselines_gpu.py
   fi
   # where the full model's prefill time goes now: each glue kernel against its floor, one layer's profile
   timeout "${GLUE_S:-40}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" > "$W/glue.log" 2>&1
@@ -165,9 +167,7 @@ sweep)
   ;;
 glue)
   # the fused glue kernels on the GPU (tests, then each against its floor incl. other conv tiles), the baselines
-  timeout "${GLUE_TEST_S:-60}" python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_glue.py \
-    > "$W/glue_tests.log" 2>&1
-  done_step "glue tests"; grep -E "passed|failed" "$W/glue_tests.log" | tail -1
+  run_tests "${GLUE_TEST_S:-60}" glue_tests.log "glue tests" -q --timeout=60 tests/test_glue.py
   # shellcheck disable=SC2086  # GLUE_ARGS is a list of options
   timeout "${GLUE_S:-80}" python3 scripts/bench_glue.py --out "$W/glue.jsonl" \
     --conv-tiles "${CONV_TILES:-32x256x8,64x128x8,64x256x16,16x512x8,32x128x4}" ${GLUE_ARGS:-} > "$W/glue.log" 2>&1
@@ -178,9 +178,7 @@ glue)
     done_step "decode bench"; tail -n 22 "$W/decode.log"
   fi
   if [ "${BASE_S:-150}" -gt 0 ]; then
-    timeout "${BASE_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=30 tests/gpu/test_baselines_gpu.py \
-      > "$W/baselines_tests.log" 2>&1
-    done_step "baseline tests"; grep -E "passed|failed" "$W/baselines_tests.log" | tail -1
+    run_tests "${BASE_S:-150}" baselines_tests.log "baseline tests" -q --timeout=30 tests/gpu/test_baselines_gpu.py
   fi
   ;;
 decode)
@@ -190,11 +188,8 @@ decode)
   # the whole-model GPU tests first (they run every decode path the bench runs), one line a test (-v), so a
   # run cut by its time limit still says which tests passed (DECODE_TEST_FILES: other test files)
   # shellcheck disable=SC2086  # DECODE_TEST_FILES is a list of files
-  timeout "${TESTS_S:-280}" python3 -m pytest -v -p no:cacheprovider --timeout=90 \
-    ${DECODE_TEST_FILES:-tests/gpu/test_decode_gpu.py tests/test_gemm.py tests/test_glue.py tests/test_decode_kernels.py} \
-    > "$W/decode_tests.log" 2>&1
-  done_step "decode tests"; grep -cE " PASSED" "$W/decode_tests.log"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
-  grep -E " FAILED|^FAILED|^ERROR" "$W/decode_tests.log" | head -10
+  run_tests "${TESTS_S:-280}" decode_tests.log "decode tests" -v --timeout=90 \
+    ${DECODE_TEST_FILES:-tests/gpu/test_decode_gpu.py tests/test_gemm.py tests/test_glue.py tests/test_decode_kernels.py}
   for b in ${PART_BATCHES:-1 16 64}; do
     timeout 60 python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" > "$W/decode_layer_B$b.log" 2>&1
     done_step "layer parts B=$b"
@@ -210,14 +205,10 @@ step)
   # tuner, whole-model decode), compute-sanitizer memcheck + racecheck on it, the decode bench (the TTT-layer
   # step alone with every candidate's tuning time, then the full model); ~5 min
   # the forced CUDA-kernel cases and the whole-model graph tests first, then every TTT-MLP kernel test
-  timeout "${TESTS_S:-100}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/gpu/test_decode_gpu.py \
-    -k "${TESTS_K:-cuda_mlp or graph}" > "$W/step_tests.log" 2>&1
-  done_step "step tests"; grep -cE " PASSED" "$W/step_tests.log"; grep -E "passed|failed" "$W/step_tests.log" | tail -1
-  grep -E " FAILED|^FAILED|^ERROR" "$W/step_tests.log" | head -10
-  timeout "${TESTS2_S:-120}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/test_decode_kernels.py \
-    tests/gpu/test_decode_gpu.py -k "${TESTS2_K:-mlp and not cuda_mlp}" > "$W/step_tests2.log" 2>&1
-  done_step "step tests 2"; grep -cE " PASSED" "$W/step_tests2.log"; grep -E "passed|failed" "$W/step_tests2.log" | tail -1
-  grep -E " FAILED|^FAILED|^ERROR" "$W/step_tests2.log" | head -10
+  run_tests "${TESTS_S:-100}" step_tests.log "step tests" -v --timeout=90 tests/gpu/test_decode_gpu.py \
+    -k "${TESTS_K:-cuda_mlp or graph}"
+  run_tests "${TESTS2_S:-120}" step_tests2.log "step tests 2" -v --timeout=90 tests/test_decode_kernels.py \
+    tests/gpu/test_decode_gpu.py -k "${TESTS2_K:-mlp and not cuda_mlp}"
   sanitize scripts/sanitize_decode.py sanitizer_decode 60
   timeout "${DECODE_S:-150}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --kinds "${STEP_KINDS:-mlp}" \
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
@@ -227,10 +218,7 @@ gemm)
   # the decode GEMM (kernels/gemm.py): its tests compiled, its candidates against cuBLAS inside CUDA graphs at
   # B = 16 and 64 (writing the table it runs from: gemm_table.json), then the full-model decode bench with
   # cuBLAS only and with that table, alternating (same-run A/B); ~8 min
-  timeout "${TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider --timeout=120 tests/test_gemm.py \
-    > "$W/gemm_tests.log" 2>&1
-  done_step "gemm tests"; grep -E "passed|failed" "$W/gemm_tests.log" | tail -1
-  grep -E "^FAILED|^ERROR" "$W/gemm_tests.log" | head -10
+  run_tests "${TESTS_S:-150}" gemm_tests.log "gemm tests" -q --timeout=120 tests/test_gemm.py
   # GEMM_DTYPE=fp16: that dtype's entries, merged into a copy of the shipped table (the other dtype's entries kept)
   cp ttt_infer/kernels/gemm_tables/nvidia-h200.json "$W/gemm_table.json"
   for b in ${PART_BATCHES:-16 64}; do
@@ -265,10 +253,7 @@ folds)
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"
   # shellcheck disable=SC2086  # FOLD_TESTS is a list of test files
-  timeout "${TESTS_S:-150}" python3 -m pytest -v -p no:cacheprovider --timeout=90 ${FOLD_TESTS:-tests/test_decode_kernels.py tests/test_glue.py} \
-    > "$W/decode_tests.log" 2>&1
-  done_step "tests"; grep -cE " PASSED" "$W/decode_tests.log"; grep -E "passed|failed" "$W/decode_tests.log" | tail -1
-  grep -E " FAILED|^FAILED|^ERROR" "$W/decode_tests.log" | head -10
+  run_tests "${TESTS_S:-150}" decode_tests.log tests -v --timeout=90 ${FOLD_TESTS:-tests/test_decode_kernels.py tests/test_glue.py}
   for f in "$W"/decode_folds_*_2.log; do echo "== $f"; tail -n 3 "$f"; done
   tail -n 12 "$W/decode.log"
   ;;
@@ -300,10 +285,8 @@ pdl|ab)
   # values; both layer types, AB_BATCHES, AB_REPS alternating repetitions; MODE=ab: AB_VAR over AB_SETTINGS),
   # then (SWEEP_TTT=1) the sweep's TTT kernel decode points (`ttt-infer bench`, SWEEP_KINDS: decode and
   # prefill+decode) with the fastest setting; else the decode kernel, GEMM and glue tests for the time left; ~8 min
-  timeout "${TESTS_S:-120}" python3 -m pytest -v -p no:cacheprovider --timeout=90 tests/test_pdl.py \
-    tests/gpu/test_decode_gpu.py -k "${TESTS_K:-pdl or graph}" > "$W/pdl_tests.log" 2>&1
-  done_step "pdl tests"; grep -E "passed|failed" "$W/pdl_tests.log" | tail -1
-  grep -E " FAILED|^FAILED|^ERROR" "$W/pdl_tests.log" | head -10
+  run_tests "${TESTS_S:-120}" pdl_tests.log "pdl tests" -v --timeout=90 tests/test_pdl.py tests/gpu/test_decode_gpu.py \
+    -k "${TESTS_K:-pdl or graph}"
   var="${AB_VAR:-TTT_INFER_PDL}"
   for rep in $(seq "${AB_REPS:-2}"); do
     for set in ${AB_SETTINGS:-${PDL_SETTINGS:-0 1}}; do
@@ -331,10 +314,8 @@ PY
       --no-progress > "$W/bench_ttt.log" 2>&1
     done_step "sweep, TTT kernel decode points"; tail -n 20 "$W/bench_ttt.log"
   else
-    timeout "${TESTS2_S:-100}" python3 -m pytest -q -p no:cacheprovider --timeout=90 tests/test_decode_kernels.py \
-      tests/test_gemm.py tests/test_glue.py > "$W/pdl_tests2.log" 2>&1
-    done_step "decode kernel, gemm, glue tests"; grep -E "passed|failed" "$W/pdl_tests2.log" | tail -1
-    grep -E "^FAILED|^ERROR" "$W/pdl_tests2.log" | head -10
+    run_tests "${TESTS2_S:-100}" pdl_tests2.log "decode kernel, gemm, glue tests" -q --timeout=90 \
+      tests/test_decode_kernels.py tests/test_gemm.py tests/test_glue.py
   fi
   ;;
 *) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, gemm, folds or pdl, got $MODE"; exit 2 ;;
