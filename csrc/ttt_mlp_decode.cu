@@ -126,10 +126,16 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // W2 -> shared memory (16 B copies, coalesced), W1's column t -> registers
   const float *W2g = a.W2 + pid * H * F;
   cp_async_rows<0, H * F / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * t)), W2g + 4 * t);
+  // W1's column t: all of it at once (CTAS = 2), or (CTAS = 3, 80 registers) in chunks of W1C, the next chunk
+  // loading while this one is used, so the column does not stay live across the barrier (ptxas spilled it)
+  constexpr int W1C = CTAS >= 3 ? 16 : F;
+  // CTAS = 3: the mini-batch's rows of G1 / X2 for the update at p = 15 are read again there instead of held
+  // from the g1 phase through the chain (ptxas spilled them at 80 registers)
+  constexpr bool RELOAD = CTAS >= 3;
   const float *W1g = a.W1 + pid * F * H + t;
-  float w1[F];
+  float w1[W1C];
 #pragma unroll
-  for (int f = 0; f < F; ++f) w1[f] = __ldcs(W1g + f * H);
+  for (int f = 0; f < W1C; ++f) w1[f] = __ldcs(W1g + f * H);
   const float b1 = a.b1[pid * H + t];
 
   // the token's vectors; row p of K and LR
@@ -176,11 +182,23 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // z1 of k and q (W1 dies here); a1 for rows s <= p
   float z1k = b1, z1q = b1;
 #pragma unroll
-  for (int f = 0; f < F; f += 4) {
-    const float4 kk = *reinterpret_cast<const float4 *>(&s.k[f]);
-    const float4 qq = *reinterpret_cast<const float4 *>(&s.q[f]);
-    z1k += kk.x * w1[f] + kk.y * w1[f + 1] + kk.z * w1[f + 2] + kk.w * w1[f + 3];
-    z1q += qq.x * w1[f] + qq.y * w1[f + 1] + qq.z * w1[f + 2] + qq.w * w1[f + 3];
+  for (int c = 0; c < F; c += W1C) {
+    float next[W1C];
+    if (c + W1C < F) {
+#pragma unroll
+      for (int f = 0; f < W1C; ++f) next[f] = __ldcs(W1g + (c + W1C + f) * H);
+    }
+#pragma unroll
+    for (int f = 0; f < W1C; f += 4) {
+      const float4 kk = *reinterpret_cast<const float4 *>(&s.k[c + f]);
+      const float4 qq = *reinterpret_cast<const float4 *>(&s.q[c + f]);
+      z1k += kk.x * w1[f] + kk.y * w1[f + 1] + kk.z * w1[f + 2] + kk.w * w1[f + 3];
+      z1q += qq.x * w1[f] + qq.y * w1[f + 1] + qq.z * w1[f + 2] + qq.w * w1[f + 3];
+    }
+    if (c + W1C < F) {
+#pragma unroll
+      for (int f = 0; f < W1C; ++f) w1[f] = next[f];
+    }
   }
   const float x2k = gelu(z1k);
   s.x2[t] = x2k;
@@ -248,7 +266,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   {
     float d = 0.0f;
     const float *w = W2s + t * F;
-#pragma unroll
+#pragma unroll 4  // fully unrolled, its 16 W2 loads in flight made ptxas spill at 128 registers
     for (int i = 0; i < F; i += 4) {
       const int f = (i + 4 * t) & (F - 1);  // 16-byte chunks, rotated by the lane
       const float4 ww = *reinterpret_cast<const float4 *>(w + f);
@@ -268,9 +286,11 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     const float tot = warp_sum16(prod, lane);
     if ((lane & 1) == 0) s.red[warp][lane >> 1] = tot;
     s.x2[t] = x2bar;  // x2k's readers (z2k) are past the barrier after them
-    if (p == MB - 1) {  // the update at the mini-batch's end reads this token's row from the arrays
-      g1r[MB - 1] = g1;
-      x2r[MB - 1] = x2k;
+    if constexpr (!RELOAD) {
+      if (p == MB - 1) {  // the update at the mini-batch's end reads this token's row from the arrays
+        g1r[MB - 1] = g1;
+        x2r[MB - 1] = x2k;
+      }
     }
   }
   __syncthreads();
@@ -322,6 +342,13 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     s.rows[sr][i % F] = tau * s.lr[sr] * a.K[(pid * MB + sr) * F + i % F];
   }
   __syncthreads();
+  // RELOAD: this thread's hidden unit in all 16 rows read again (its row p stored by this thread above) rather
+  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16)
+  const float *G1u = a.G1 + pid * MB * H + t, *X2u = a.X2 + pid * MB * H + t;
+  if constexpr (RELOAD) {
+#pragma unroll
+    for (int r = 0; r < MB; ++r) g1r[r] = G1u[r * H];
+  }
   {
     float bsum = 0.0f;
 #pragma unroll
@@ -341,7 +368,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   {
     float cx[MB];
 #pragma unroll
-    for (int r = 0; r < MB; ++r) cx[r] = tau * s.lr[r] * x2r[r];
+    for (int r = 0; r < MB; ++r) cx[r] = tau * s.lr[r] * (RELOAD ? X2u[r * H] : x2r[r]);
     float *w = W2s + t * F;
 #pragma unroll
     for (int i = 0; i < F; i += 4) {
