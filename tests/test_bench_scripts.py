@@ -98,3 +98,45 @@ def test_bench_decode_report_keeps_fp16_points_apart(tmp_path):
     assert len(lines) == 2
     assert "| linear | 16 | kernels | cuda_graph v1:4:1 | 1.500 |" in lines[0]  # the latest bf16 point
     assert "| linear (fp16) | 16 | kernels | cuda_graph v1:4:1 | 1.800 |" in lines[1]
+
+
+def _sass_csv(lines: list[tuple[str, dict[str, int]]]) -> str:
+    """A minimal `ncu --page source --csv --print-source sass` export: kernel line, header, one row a line."""
+    reasons = ["stall_barrier", "stall_long_sb", "stall_short_sb"]
+    head = ["Address", "Source", "Warp Stall Sampling (All Samples)", *reasons, *(f"{r} (Not Issued)" for r in reasons)]
+    rows = ['"Kernel Name","k"', ",".join(f'"{h}"' for h in head)]
+    for i, (sass, counts) in enumerate(lines):
+        vals = [str(counts.get(r, 0)) for r in reasons]
+        rows.append(",".join(f'"{x}"' for x in [hex(16 * i), sass, str(sum(counts.values())), *vals, *vals]))
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_ncu_stalls_shares_and_top_lines(tmp_path, gz, capsys):
+    import gzip
+
+    text = _sass_csv([("LDS.128 R4, [R5]", {"stall_barrier": 30, "stall_short_sb": 10}),
+                      ("STL [R1+0xc], R15", {"stall_long_sb": 50}),
+                      ("FFMA R1, R2, R3, R4", {"stall_short_sb": 10})])  # fmt: skip
+    path = tmp_path / ("x_sass.csv.gz" if gz else "x_sass.csv")
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    mod = _load("ncu_stalls")
+    s = mod.summarize(path, top=2)
+    assert s["samples"] == 100
+    assert s["reasons"] == {"stall_long_sb": 0.5, "stall_barrier": 0.3, "stall_short_sb": 0.2}
+    assert [(x["index"], x["share"], x["reason"]) for x in s["lines"]] == [(1, 0.5, "stall_long_sb"),
+                                                                        (0, 0.4, "stall_barrier")]  # fmt: skip
+    assert mod.main([str(path), "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "STL [R1+0xc], R15" in out and "LDS.128" not in out
+
+
+def test_ncu_stalls_rejects_other_csv(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text('"a","b"\n"1","2"\n')
+    with pytest.raises(ValueError, match="not an ncu"):
+        _load("ncu_stalls").summarize(path)

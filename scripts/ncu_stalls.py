@@ -1,0 +1,85 @@
+"""Where a kernel's warps wait, from Nsight Compute's per-SASS-line samples (`ncu -i X.ncu-rep --page source --csv
+--print-source sass > X_sass.csv`, plain or gzipped):
+
+    python scripts/ncu_stalls.py results/h200/ncu/decode_step_s10/*_sass.csv.gz --top 12
+
+For each file: the share of all warp-state samples by stall reason (stall_long_sb: waiting on global or local
+memory; stall_barrier: at __syncthreads; ...), then the SASS lines with the most samples, each with its main
+reason. Spill traffic shows as STL / LDL lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+from pathlib import Path
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", "")) if text not in ("", "-") else 0.0
+
+
+def read(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of the SASS table (the lines before it name the kernel)."""
+    raw = gzip.open(path, "rt") if path.suffix == ".gz" else open(path)  # noqa: SIM115
+    with raw:
+        rows = list(csv.reader(io.StringIO(raw.read())))
+    start = next((i for i, r in enumerate(rows) if r and r[0] == "Address"), None)
+    if start is None:
+        raise ValueError(f"{path}: no 'Address' header row: not an ncu --page source --csv export")
+    header = rows[start]
+    return header, [r for r in rows[start + 1 :] if len(r) == len(header)]
+
+
+def summarize(path: Path, top: int = 10) -> dict:
+    """Stall reasons' shares of the samples and the `top` lines by samples."""
+    header, rows = read(path)
+    reasons = [c for c in header if c.startswith("stall_") and "(Not Issued)" not in c]
+    if not reasons:
+        raise ValueError(f"{path}: no stall_* columns (profile with --set full or the WarpStateStats section)")
+    idx = {c: header.index(c) for c in reasons}
+    per_line = [{c: _num(r[i]) for c, i in idx.items()} for r in rows]
+    total = sum(sum(d.values()) for d in per_line)
+    if total == 0:
+        raise ValueError(f"{path}: no warp-state samples")
+    shares = {c: sum(d[c] for d in per_line) / total for c in reasons}
+    order = sorted(range(len(rows)), key=lambda i: -sum(per_line[i].values()))[:top]
+    lines = [
+        {
+            "index": i,
+            "share": sum(per_line[i].values()) / total,
+            "sass": rows[i][header.index("Source")].strip(),
+            "reason": max(per_line[i], key=per_line[i].get),
+        }
+        for i in order
+    ]
+    return {
+        "file": str(path),
+        "samples": total,
+        "reasons": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
+        "lines": lines,
+    }
+
+
+def render(s: dict, n_reasons: int = 8) -> str:
+    out = [f"== {s['file']}: {s['samples']:.0f} samples"]
+    out += [f"  {c:24s} {v:6.3f}" for c, v in list(s["reasons"].items())[:n_reasons]]
+    out.append("  top lines (SASS index, share, instruction, main reason):")
+    out += [f"  {x['index']:5d} {x['share']:6.3f}  {x['sass'][:60]:60s} {x['reason']}" for x in s["lines"]]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="+", type=Path)
+    ap.add_argument("--top", type=int, default=10, help="how many SASS lines to list")
+    args = ap.parse_args(argv)
+    for f in args.files:
+        print(render(summarize(f, args.top)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
