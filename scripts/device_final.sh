@@ -47,14 +47,15 @@ sanitize() {
   done
 }
 # a pytest run: run_tests <seconds> <log name> <step name> <pytest options and files...>; prints its summary line (a
-# run cut by its limit: how many passed, from -v's line a test) and its failures; returns pytest's status
+# run cut by its limit: how many passed, from -v's line a test or -q's dots) and its failures; returns pytest's status
 run_tests() {
   local secs=$1 log=$W/$2 name=$3 rc summary
   shift 3
   timeout "$secs" python3 -m pytest -p no:cacheprovider "$@" > "$log" 2>&1
   done_step "$name"; rc=$?
   summary=$(grep -E "passed|failed" "$log" | tail -1)
-  echo "${summary:-cut by its limit: $(grep -cE ' PASSED' "$log") passed}"
+  local passed=$(( $(grep -cE ' PASSED' "$log") + $(grep -oE '^[.sxXFE]+' "$log" | tr -cd . | wc -c) ))
+  echo "${summary:-cut by its limit: $passed passed}"
   grep -E " FAILED|^FAILED|^ERROR" "$log" | head -10
   return $rc
 }
@@ -134,7 +135,7 @@ ncu)
   ;;
 verify)
   # shellcheck disable=SC2086  # VERIFY_ARGS is a list of options
-  timeout "${VERIFY_S:-420}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
+  timeout "${VERIFY_S:-540}" python3 -m ttt_infer.cli verify --out "$W/verify" --no-progress ${VERIFY_ARGS:-} \
     > "$W/verify/log.txt" 2>&1
   done_step verify
   if [ "${DECODE_S:-100}" -gt 0 ]; then
