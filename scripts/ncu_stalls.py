@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import io
 from pathlib import Path
 
 
@@ -23,9 +22,9 @@ def _num(text: str) -> float:
 
 def read(path: Path) -> tuple[list[str], list[list[str]]]:
     """The header and the rows of the SASS table (the lines before it name the kernel)."""
-    raw = gzip.open(path, "rt") if path.suffix == ".gz" else open(path)  # noqa: SIM115
-    with raw:
-        rows = list(csv.reader(io.StringIO(raw.read())))
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        rows = list(csv.reader(f))
     start = next((i for i, r in enumerate(rows) if r and r[0] == "Address"), None)
     if start is None:
         raise ValueError(f"{path}: no 'Address' header row: not an ncu --page source --csv export")
