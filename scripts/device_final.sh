@@ -261,7 +261,7 @@ folds)
 ncu_step)
   # where the decode step's time goes: each configuration (STEP_CONFIGS, "kind=variant:warps:n" words) profiled at
   # STEP_BATCH rows, p = 8 (a plain token) with the full set and p = 15 (the update) with the warp-state
-  # sections; the stall reasons and the SASS lines' samples (csv) of the full set; ~3 min
+  # sections; the SASS lines' samples (csv) of the full set, summarized by scripts/ncu_stalls.py; ~3 min
   for cfg in ${STEP_CONFIGS:-mlp=cu:8:2 linear=v3:2:0}; do
     kind=${cfg%%=*}; tag=${cfg//[=:]/_}
     regex=$([ "$kind" = mlp ] && echo mlp_decode || echo ttt_linear_decode)
@@ -276,8 +276,9 @@ ncu_step)
       --position 15 > "$W/ncu_${tag}_p15.txt" 2>&1
     done_step "ncu $cfg p=15"
     echo "== $cfg p=8"
-    grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|Issued Warp|No Eligible" \
+    grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible" \
       "$W/ncu_$tag.txt" | head -30
+    python3 scripts/ncu_stalls.py "$W/ncu_${tag}_sass.csv" --top 8  # the stall reasons and where they sit
   done
   ;;
 pdl|ab)

@@ -6,8 +6,9 @@ LayerNorm with the output gate, and SwiGLU's silu(a) * b.
 `linear` adds the block's residual inside the output projection's GEMM (torch.addmm, or for few rows the
 decode GEMM of `gemm.py` where it measured faster) instead of a separate pass. Each kernel computes what the
 PyTorch reference in `ttt_infer/layers.py` computes (`TorchGlue`), in fp32, rounding to the activation dtype at
-the same points as the reference, so the two agree to the rounding of the accumulation order. `TritonGlue` has the same methods as `TorchGlue`; the kernel
-backends use it (`backend.glue`). Positions come from the cache's device tensor (CUDA-graph safe).
+the same points as the reference, so the two agree to the rounding of the accumulation order. `TritonGlue` has
+the same methods as `TorchGlue`; the kernel backends use it (`backend.glue`). Positions come from the cache's
+device tensor (CUDA-graph safe).
 
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (tests).
 """
