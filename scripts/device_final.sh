@@ -212,7 +212,7 @@ step)
     tests/gpu/test_decode_gpu.py -k "${TESTS2_K:-mlp and not cuda_mlp}"
   sanitize scripts/sanitize_decode.py sanitizer_decode 60
   timeout "${DECODE_S:-150}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --kinds "${STEP_KINDS:-mlp}" \
-    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --no-reference > "$W/decode.log" 2>&1
+    --batches "${DECODE_BATCHES:-1,16,64,256,512}" --layer-batches "${LAYER_BATCHES:-64,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"; tail -n 14 "$W/decode.log"
   ;;
 gemm)
