@@ -8,16 +8,16 @@
 // W1 is read once into registers, one column of W1 per thread:
 //
 //   thread j (hidden unit j):  z1k_j = k . W1[:, j] + b1_j,  z1q_j = q . W1[:, j] + b1_j     (W1 in registers)
-//   threads (f, group):        z2k_f = b2_f + sum_j gelu(z1k_j) W2[j, f]                     (W2 in smem)
+//   threads (4 f, 16 j):       z2k_f = b2_f + sum_j gelu(z1k_j) W2[j, f]                     (W2 in smem)
 //   warp 0:                    g2 = LN-L2 backward(z2k; v - k)
 //   thread j:                  g1_j = gelu'(z1k_j) sum_f W2[j, f] g2_f                       (W2 in smem)
 //                              z1bar_j = z1q_j - tau (sum_{s<p} a1_s G1[s, j] + a1_p g1_j),  x2bar = gelu(z1bar)
-//   threads (f, group):        z2bar_f = b2_f + sum_j x2bar_j W2[j, f] - tau sum_{s<=p} a2_s G2[s, f]
+//   threads (4 f, 16 j):       z2bar_f = b2_f + sum_j x2bar_j W2[j, f] - tau sum_{s<=p} a2_s G2[s, f]
 //   warp 0:                    out = q + LN(z2bar)
 //   with a1_s = lr_s (K_s . q + 1), a2_s = lr_s (X2_s . x2bar + 1); at p = 15 the rank-16 updates of W1, b1,
 //   W2 (in shared memory, then copied out), b2.
 //
-// Shared memory: 64 KB (W2) + ~7 KB a CTA: three CTAs an SM on sm_90 (two on sm_80). CTAS (template) is the
+// Shared memory: 64 KB (W2) + ~9 KB a CTA: three CTAs an SM on sm_90 (two on sm_80). CTAS (template) is the
 // register budget: 3 -> at most 80 registers a thread.
 
 #include <cuda_bf16.h>
@@ -95,15 +95,52 @@ __device__ __forceinline__ void cp_async_rows(unsigned smem, const void *gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::); }
 
-struct Smem {
+struct alignas(16) Smem {  // float4 reads of q, k, x2, part, g2
   float q[F], k[F], tgt[F], lnw[F], lnb[F];  // tgt = v - k
   float x2[H];                                // gelu(z1k), then x2bar
-  float part[4][F];                           // partial sums over the 4 groups of 64 hidden units
+  float part[THREADS / 32][F];                // z2's partial sums, one row a warp (z2_quad)
   float g2[F];
   float a1[MB], lr[MB];
   float red[THREADS / 32][MB];                // per-warp sums of X2_s . x2bar
   float rows[MB][F];                          // the update at p = 15: tau lr_s K_s, then G2_s
 };
+
+// z2 = x2 W2 (W2 [H, F] in shared memory) in partial sums: thread t sums features 4 fq .. 4 fq + 3 (fq = t % 16)
+// over the hidden units 16 hg .. 16 hg + 15 (hg = t / 16): W2 read as float4 (a quarter warp reads 128
+// contiguous bytes), x2 as float4 broadcasts, four independent chains of 16; the warp's two groups are added
+// (lanes L and L ^ 16) and lanes < 16 store the warp's row of s.part: z2[f] = sum over the 8 rows.
+__device__ __forceinline__ void z2_quad(const float *W2s, const float *x2, float4 corr, float (*part)[F], int t) {
+  const int fq = t & 15, hg = t >> 4;
+  const float4 *w = reinterpret_cast<const float4 *>(W2s + hg * 16 * F) + fq;
+  const float4 *x = reinterpret_cast<const float4 *>(x2 + hg * 16);
+  float4 acc = corr;
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const float4 xx = x[c];
+    const float xs[4] = {xx.x, xx.y, xx.z, xx.w};
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const float4 ww = w[(4 * c + u) * (F / 4)];
+      acc.x += xs[u] * ww.x;
+      acc.y += xs[u] * ww.y;
+      acc.z += xs[u] * ww.z;
+      acc.w += xs[u] * ww.w;
+    }
+  }
+  acc.x += __shfl_xor_sync(0xffffffffu, acc.x, 16);
+  acc.y += __shfl_xor_sync(0xffffffffu, acc.y, 16);
+  acc.z += __shfl_xor_sync(0xffffffffu, acc.z, 16);
+  acc.w += __shfl_xor_sync(0xffffffffu, acc.w, 16);
+  if ((t & 31) < 16) *reinterpret_cast<float4 *>(&part[t >> 5][4 * fq]) = acc;
+}
+
+// b2[f] + the 8 partial sums of z2 for feature f
+__device__ __forceinline__ float z2_total(float b2f, const float (*part)[F], int f) {
+  float z = b2f;
+#pragma unroll
+  for (int w = 0; w < THREADS / 32; ++w) z += part[w][f];
+  return z;
+}
 
 template <typename T, typename L, int CTAS>
 __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDecodeArgs a) {
@@ -169,13 +206,10 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     kr[r][0] = sr < p ? Kg[sr * F + lane] : 0.0f;
     kr[r][1] = sr < p ? Kg[sr * F + lane + 32] : 0.0f;
   }
-  const int fo = t & (F - 1), grp = t >> 6;
-  float g2r[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int sr = grp + 4 * i;
-    g2r[i] = sr < p ? a.G2[(pid * MB + sr) * F + fo] : 0.0f;
-  }
+  // row hg = t / 16 of G2, features 4 fq .. 4 fq + 3 (z2bar's correction, summed in z2_quad's layout)
+  const int fo = t & (F - 1), fq = t & 15, hg = t >> 4;
+  const float4 g2r = hg < p ? *reinterpret_cast<const float4 *>(a.G2 + (pid * MB + hg) * F + 4 * fq)
+                            : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   const float b2 = a.b2[pid * F + fo];
   __syncthreads();
 
@@ -223,15 +257,8 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     x2r[r] = r < p ? X2g[r * H] : 0.0f;
   }
 
-  // z2 of k: thread (fo, grp) sums hidden units 64 grp .. 64 grp + 63
-  {
-    float acc = 0.0f;
-    const float *w = W2s + grp * 64 * F + fo;
-    const float *x = s.x2 + grp * 64;
-#pragma unroll 16
-    for (int i = 0; i < 64; ++i) acc += x[i] * w[i * F];
-    s.part[grp][fo] = acc;
-  }
+  // z2 of k
+  z2_quad(W2s, s.x2, make_float4(0.0f, 0.0f, 0.0f, 0.0f), s.part, t);
   __syncthreads();
 
   // g2 = LN-L2 backward of z2k against v - k (warp 0, two features a lane)
@@ -240,7 +267,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int f = lane + 32 * h;  // b2 of feature lane is this thread's b2 (fo = lane in warp 0)
-      z[h] = (h == 0 ? b2 : a.b2[pid * F + f]) + s.part[0][f] + s.part[1][f] + s.part[2][f] + s.part[3][f];
+      z[h] = z2_total(h == 0 ? b2 : a.b2[pid * F + f], s.part, f);
     }
     float mu, rstd;
     warp_ln_stats(z, a.eps, mu, rstd);
@@ -295,25 +322,18 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   }
   __syncthreads();
 
-  // z2bar: thread (fo, grp) as for z2k, minus its share of tau sum_s a2_s G2_s (rows grp + 4i)
+  // z2bar: as z2k, each thread's sums starting from -tau a2_s G2_s of its row s = hg (s <= p)
   {
-    float acc = 0.0f;
-    const float *w = W2s + grp * 64 * F + fo;
-    const float *x = s.x2 + grp * 64;
-#pragma unroll 16
-    for (int i = 0; i < 64; ++i) acc += x[i] * w[i * F];
-    float corr = 0.0f;
+    float4 corr = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (hg <= p) {
+      float dot = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int sr = grp + 4 * i;
-      if (sr <= p) {
-        float dot = 0.0f;
-#pragma unroll
-        for (int w8 = 0; w8 < THREADS / 32; ++w8) dot += s.red[w8][sr];
-        corr += s.lr[sr] * (dot + 1.0f) * (sr < p ? g2r[i] : s.g2[fo]);
-      }
+      for (int w8 = 0; w8 < THREADS / 32; ++w8) dot += s.red[w8][hg];
+      const float c = -tau * s.lr[hg] * (dot + 1.0f);
+      const float4 g = hg < p ? g2r : *reinterpret_cast<const float4 *>(&s.g2[4 * fq]);
+      corr = make_float4(c * g.x, c * g.y, c * g.z, c * g.w);
     }
-    s.part[grp][fo] = acc - tau * corr;
+    z2_quad(W2s, s.x2, corr, s.part, t);
   }
   __syncthreads();
 
@@ -323,7 +343,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int f = lane + 32 * h;
-      z[h] = a.b2[pid * F + f] + s.part[0][f] + s.part[1][f] + s.part[2][f] + s.part[3][f];
+      z[h] = z2_total(a.b2[pid * F + f], s.part, f);
     }
     float mu, rstd;
     warp_ln_stats(z, a.eps, mu, rstd);
