@@ -105,22 +105,31 @@ struct alignas(16) Smem {  // float4 reads of q, k, x2, part, g2
   float rows[MB][F];                          // the update at p = 15: tau lr_s K_s, then G2_s
 };
 
+// W2 in shared memory: row j's 16-byte chunk c sits at chunk c ^ (j % 8) of the row (a swizzle), so that a
+// thread reading its own row chunk by chunk (g1, the update) hits another bank group than the 7 other lanes of
+// its quarter warp while the chunk of g2 / of the update's rows it pairs with is the same for all lanes (a
+// broadcast); z2_quad's quarter warps still read 8 distinct bank groups of one row. (j % 8, not j % 16: z2_quad's
+// addresses then repeat every 8 rows, which keeps cu:8:2 free of spills.)
+__device__ __forceinline__ int w2_chunk(int j, int c) { return c ^ (j & 7); }
+// the chunk of shared memory (mod THREADS chunks) that thread t copies W2's chunk t (mod THREADS) to or from
+__device__ __forceinline__ int w2_copy_chunk(int t) { return (t & ~15) | w2_chunk(t >> 4, t & 15); }
+
 // z2 = x2 W2 (W2 [H, F] in shared memory) in partial sums: thread t sums features 4 fq .. 4 fq + 3 (fq = t % 16)
 // over the hidden units 16 hg .. 16 hg + 15 (hg = t / 16): W2 read as float4 (a quarter warp reads 128
 // contiguous bytes), x2 as float4 broadcasts, four independent chains of 16; the warp's two groups are added
 // (lanes L and L ^ 16) and lanes < 16 store the warp's row of s.part: z2[f] = sum over the 8 rows.
 __device__ __forceinline__ void z2_quad(const float *W2s, const float *x2, float4 corr, float (*part)[F], int t) {
   const int fq = t & 15, hg = t >> 4;
-  const float4 *w = reinterpret_cast<const float4 *>(W2s + hg * 16 * F) + fq;
+  const float4 *w = reinterpret_cast<const float4 *>(W2s + hg * 16 * F);
   const float4 *x = reinterpret_cast<const float4 *>(x2 + hg * 16);
   float4 acc = corr;
-#pragma unroll
+#pragma unroll 2  // 8 rows' loads in flight (fully unrolled: cu:8:2 spills)
   for (int c = 0; c < 4; ++c) {
     const float4 xx = x[c];
     const float xs[4] = {xx.x, xx.y, xx.z, xx.w};
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      const float4 ww = w[(4 * c + u) * (F / 4)];
+      const float4 ww = w[(4 * c + u) * (F / 4) + w2_chunk(4 * c + u, fq)];  // row 16 hg + 4 c + u
       acc.x += xs[u] * ww.x;
       acc.y += xs[u] * ww.y;
       acc.z += xs[u] * ww.z;
@@ -162,7 +171,9 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 
   // W2 -> shared memory (16 B copies, coalesced), W1's column t -> registers
   const float *W2g = a.W2 + pid * H * F;
-  cp_async_rows<0, H * F / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * t)), W2g + 4 * t);
+  // thread t copies chunk t % 16 of rows t / 16 + 16 i (i < 16): all at the same place of the swizzle
+  cp_async_rows<0, H * F / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * w2_copy_chunk(t))),
+                                        W2g + 4 * t);
   // W1's column t: all of it at once (CTAS = 2), or (CTAS = 3, 80 registers) in chunks of W1C, the next chunk
   // loading while this one is used, so the column does not stay live across the barrier (ptxas spilled it)
   constexpr int W1C = CTAS >= 3 ? 16 : F;
@@ -289,15 +300,15 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   }
   __syncthreads();
 
-  // g1 (row t of W2, rotated so that the 32 lanes hit 32 banks), z1bar, x2bar; the X2_s . x2bar sums
+  // g1 (row t of W2, its chunks in the swizzle's order: g2's chunk a broadcast), z1bar, x2bar; the X2_s . x2bar
+  // sums
   {
     float d = 0.0f;
     const float *w = W2s + t * F;
 #pragma unroll 4  // fully unrolled, its 16 W2 loads in flight made ptxas spill at 128 registers
     for (int i = 0; i < F; i += 4) {
-      const int f = (i + 4 * t) & (F - 1);  // 16-byte chunks, rotated by the lane
-      const float4 ww = *reinterpret_cast<const float4 *>(w + f);
-      const float4 gg = *reinterpret_cast<const float4 *>(&s.g2[f]);
+      const float4 ww = *reinterpret_cast<const float4 *>(w + 4 * w2_chunk(t, i >> 2));
+      const float4 gg = *reinterpret_cast<const float4 *>(&s.g2[i]);
       d += ww.x * gg.x + ww.y * gg.y + ww.z * gg.z + ww.w * gg.w;
     }
     const float g1 = d * gelu_bwd(z1k);
@@ -392,17 +403,17 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     float *w = W2s + t * F;
 #pragma unroll
     for (int i = 0; i < F; i += 4) {
-      const int f = (i + 4 * t) & (F - 1);
-      float4 ww = *reinterpret_cast<float4 *>(w + f);
+      float *wc = w + 4 * w2_chunk(t, i >> 2);
+      float4 ww = *reinterpret_cast<float4 *>(wc);
 #pragma unroll
       for (int r = 0; r < MB; ++r) {
-        const float4 gg = *reinterpret_cast<const float4 *>(&s.rows[r][f]);
+        const float4 gg = *reinterpret_cast<const float4 *>(&s.rows[r][i]);
         ww.x -= cx[r] * gg.x;
         ww.y -= cx[r] * gg.y;
         ww.z -= cx[r] * gg.z;
         ww.w -= cx[r] * gg.w;
       }
-      *reinterpret_cast<float4 *>(w + f) = ww;
+      *reinterpret_cast<float4 *>(wc) = ww;
     }
     if (t < F) {
       float bsum = 0.0f;
@@ -414,7 +425,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   __syncthreads();
   float4 *W2o = reinterpret_cast<float4 *>(a.W2 + pid * H * F);
 #pragma unroll
-  for (int i = 0; i < H * F / 4 / THREADS; ++i) W2o[i * THREADS + t] = dyn[i * THREADS + t];
+  for (int i = 0; i < H * F / 4 / THREADS; ++i) W2o[i * THREADS + t] = dyn[i * THREADS + w2_copy_chunk(t)];
 }
 
 template <typename T, typename L, int CTAS>
