@@ -29,8 +29,9 @@ if triton is not None:
 # The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
 # (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
 # Linear "v3" at 2 warps: rows loaded up front (n = 0) take 154 registers (6 programs an SM), loaded after the
-# matvecs (n = 1, 3) 128 (8 an SM; ptxas for sm_90); Nsight Compute at 512 rows (session 10) found n = 0's time
-# waiting on each program's first loads, which more programs an SM hide.
+# matvecs (n = 1, 3) 128 (8 an SM; ptxas for sm_90). Nsight Compute at 512 rows (session 10) found n = 0's time
+# waiting on each program's first loads; the 8 programs an SM hid little of it (H200 tuning, session 11: -10% at
+# 64 rows, -0.6% at 512; the tuner keeps n = 0 at 16).
 # The "ps" programs per SM are what fits beside each other (ptxas for sm_90: 124-128 registers, 27 KB
 # (NS=2) / 53 KB (NS=3) shared memory at 4 warps); more would start a second wave.
 CANDIDATES = {
