@@ -278,7 +278,7 @@ ncu_step)
     echo "== $cfg p=8"
     grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible" \
       "$W/ncu_$tag.txt" | head -30
-    python3 scripts/ncu_stalls.py "$W/ncu_${tag}_sass.csv" --top 8  # the stall reasons and where they sit
+    python3 scripts/ncu_stalls.py "$W/ncu_${tag}_sass.csv" --top 8 --phases  # the stall reasons and where they sit
   done
   ;;
 pdl|ab)

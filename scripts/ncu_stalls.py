@@ -5,7 +5,10 @@
 
 For each file: the share of all warp-state samples by stall reason (stall_long_sb: waiting on global or local
 memory; stall_barrier: at __syncthreads; ...), then the SASS lines with the most samples, each with its main
-reason. Spill traffic shows as STL / LDL lines.
+reason. Spill traffic shows as STL / LDL lines. `--phases`: the samples of each stretch of code between two
+block barriers (BAR.SYNC), i.e. each phase of a kernel that works in barrier-separated phases; a barrier's wait
+shows on the first lines after it (the warps that arrive early wait there), so a phase's stall_barrier share is
+the wait for the slowest warp of the phase before.
 """
 
 from __future__ import annotations
@@ -62,6 +65,40 @@ def summarize(path: Path, top: int = 10) -> dict:
     }
 
 
+def phases(path: Path) -> list[dict]:
+    """The samples of each stretch of SASS lines up to and including a BAR.SYNC (the last stretch: to the end):
+    its first and last line, its share of all samples and of them the share stalled at a barrier."""
+    header, rows = read(path)
+    reasons = [c for c in header if c.startswith("stall_") and "(Not Issued)" not in c]
+    src, bar = header.index("Source"), header.index("stall_barrier") if "stall_barrier" in header else None
+    per_line = [sum(_num(r[header.index(c)]) for c in reasons) for r in rows]
+    total = sum(per_line)
+    if total == 0:
+        raise ValueError(f"{path}: no warp-state samples")
+    out, first = [], 0
+    for i, r in enumerate(rows):
+        if "BAR.SYNC" in r[src] or i == len(rows) - 1:
+            span = range(first, i + 1)
+            out.append({
+                "first": first,
+                "last": i,
+                "share": sum(per_line[j] for j in span) / total,
+                "barrier_share": sum(_num(rows[j][bar]) for j in span) / total if bar is not None else 0.0,
+            })  # fmt: skip
+            first = i + 1
+    return out
+
+
+def render_phases(path: Path, ps: list[dict], min_share: float = 0.005) -> str:
+    out = [f"== {path}: phases between block barriers (SASS lines, share of samples, of it at a barrier)"]
+    out += [
+        f"  [{p['first']:5d}-{p['last']:5d}] {p['share']:6.3f}  barrier {p['barrier_share']:6.3f}"
+        for p in ps
+        if p["share"] >= min_share
+    ]
+    return "\n".join(out)
+
+
 def render(s: dict, n_reasons: int = 8) -> str:
     out = [f"== {s['file']}: {s['samples']:.0f} samples"]
     out += [f"  {c:24s} {v:6.3f}" for c, v in list(s["reasons"].items())[:n_reasons]]
@@ -74,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--top", type=int, default=10, help="how many SASS lines to list")
+    ap.add_argument("--phases", action="store_true", help="also the samples between block barriers")
     args = ap.parse_args(argv)
     for f in args.files:
         print(render(summarize(f, args.top)))
+        if args.phases:
+            print(render_phases(f, phases(f)))
     return 0
 
 

@@ -135,6 +135,25 @@ def test_ncu_stalls_shares_and_top_lines(tmp_path, gz, capsys):
     assert "STL [R1+0xc], R15" in out and "LDS.128" not in out
 
 
+def test_ncu_stalls_phases_split_at_block_barriers(tmp_path, capsys):
+    text = _sass_csv([("LDG.E R0, desc[UR8][R2.64]", {"stall_long_sb": 20}),
+                      ("BAR.SYNC.DEFER_BLOCKING 0x0", {"stall_barrier": 5}),
+                      ("LDS R4, [R5]", {"stall_barrier": 25, "stall_short_sb": 10}),
+                      ("FFMA R1, R2, R3, R4", {"stall_short_sb": 20}),
+                      ("BAR.SYNC.DEFER_BLOCKING 0x0", {}),
+                      ("EXIT", {"stall_short_sb": 20})])  # fmt: skip
+    path = tmp_path / "p_sass.csv"
+    path.write_text(text)
+    mod = _load("ncu_stalls")
+    ps = mod.phases(path)
+    assert [(p["first"], p["last"]) for p in ps] == [(0, 1), (2, 4), (5, 5)]
+    assert [p["share"] for p in ps] == [0.25, 0.55, 0.2]
+    assert [p["barrier_share"] for p in ps] == [0.05, 0.25, 0.0]
+    assert mod.main([str(path), "--phases"]) == 0
+    out = capsys.readouterr().out
+    assert "[    2-    4]  0.550  barrier  0.250" in out
+
+
 def test_ncu_stalls_rejects_other_csv(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text('"a","b"\n"1","2"\n')
