@@ -35,8 +35,8 @@ def read(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, [r for r in rows[start + 1 :] if len(r) == len(header)]
 
 
-def summarize(path: Path, top: int = 10) -> dict:
-    """Stall reasons' shares of the samples and the `top` lines by samples."""
+def samples(path: Path) -> tuple[list[str], list[dict[str, float]], float]:
+    """Each SASS line's source text and its samples by stall reason, and the total of all samples."""
     header, rows = read(path)
     reasons = [c for c in header if c.startswith("stall_") and "(Not Issued)" not in c]
     if not reasons:
@@ -46,13 +46,21 @@ def summarize(path: Path, top: int = 10) -> dict:
     total = sum(sum(d.values()) for d in per_line)
     if total == 0:
         raise ValueError(f"{path}: no warp-state samples")
+    src = header.index("Source")
+    return [r[src].strip() for r in rows], per_line, total
+
+
+def summarize(path: Path, top: int = 10) -> dict:
+    """Stall reasons' shares of the samples and the `top` lines by samples."""
+    sass, per_line, total = samples(path)
+    reasons = list(per_line[0]) if per_line else []
     shares = {c: sum(d[c] for d in per_line) / total for c in reasons}
-    order = sorted(range(len(rows)), key=lambda i: -sum(per_line[i].values()))[:top]
+    order = sorted(range(len(sass)), key=lambda i: -sum(per_line[i].values()))[:top]
     lines = [
         {
             "index": i,
             "share": sum(per_line[i].values()) / total,
-            "sass": rows[i][header.index("Source")].strip(),
+            "sass": sass[i],
             "reason": max(per_line[i], key=per_line[i].get),
         }
         for i in order
@@ -68,22 +76,16 @@ def summarize(path: Path, top: int = 10) -> dict:
 def phases(path: Path) -> list[dict]:
     """The samples of each stretch of SASS lines up to and including a BAR.SYNC (the last stretch: to the end):
     its first and last line, its share of all samples and of them the share stalled at a barrier."""
-    header, rows = read(path)
-    reasons = [c for c in header if c.startswith("stall_") and "(Not Issued)" not in c]
-    src, bar = header.index("Source"), header.index("stall_barrier") if "stall_barrier" in header else None
-    per_line = [sum(_num(r[header.index(c)]) for c in reasons) for r in rows]
-    total = sum(per_line)
-    if total == 0:
-        raise ValueError(f"{path}: no warp-state samples")
+    sass, per_line, total = samples(path)
     out, first = [], 0
-    for i, r in enumerate(rows):
-        if "BAR.SYNC" in r[src] or i == len(rows) - 1:
-            span = range(first, i + 1)
+    for i, text in enumerate(sass):
+        if "BAR.SYNC" in text or i == len(sass) - 1:
+            span = per_line[first : i + 1]
             out.append({
                 "first": first,
                 "last": i,
-                "share": sum(per_line[j] for j in span) / total,
-                "barrier_share": sum(_num(rows[j][bar]) for j in span) / total if bar is not None else 0.0,
+                "share": sum(sum(d.values()) for d in span) / total,
+                "barrier_share": sum(d.get("stall_barrier", 0.0) for d in span) / total,
             })  # fmt: skip
             first = i + 1
     return out
