@@ -219,7 +219,7 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the config (say so when used)")
     ap.add_argument("--batches", default="1,16,64,256,512")
     ap.add_argument("--kinds", default="linear,mlp")
-    ap.add_argument("--layer-batches", default="64,512", help="batches of the TTT-layer step timed alone")
+    ap.add_argument("--layer-batches", default="64,512", help="batches of the TTT-layer step timed alone (empty: none)")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="activations and weights (the state is fp32)")
     args = ap.parse_args()
@@ -242,7 +242,7 @@ def main() -> int:
 
     kinds = args.kinds.split(",")
     for kind in kinds:
-        for B in (int(b) for b in args.layer_batches.split(",")):
+        for B in (int(b) for b in args.layer_batches.split(",") if b):
             emit(bench_layer(kind, B, 32, bw, DTYPES[args.dtype]))
     batches = [int(b) for b in args.batches.split(",")]
     for kind in kinds:

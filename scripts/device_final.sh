@@ -216,10 +216,12 @@ step)
   done_step "decode bench"; tail -n 14 "$W/decode.log"
   ;;
 gemm)
-  # the decode GEMM (kernels/gemm.py): its tests compiled, its candidates against cuBLAS inside CUDA graphs at
-  # B = 16 and 64 (writing the table it runs from: gemm_table.json), then the full-model decode bench with
-  # cuBLAS only and with that table, alternating (same-run A/B); ~8 min
-  run_tests "${TESTS_S:-150}" gemm_tests.log "gemm tests" -q --timeout=120 tests/test_gemm.py
+  # the decode GEMM (kernels/gemm.py): its tests compiled (TESTS_K: a -k selection), its candidates against
+  # cuBLAS inside CUDA graphs at B = 16 and 64 (writing the table it runs from: gemm_table.json), then the
+  # full-model decode bench with GEMM_BASE (a TTT_INFER_GEMM value: cuBLAS only by default, or the shipped
+  # table's path) and with the new table, alternating (same-run A/B; LAYER_BATCHES: the step alone, none by
+  # default); ~8 min
+  run_tests "${TESTS_S:-150}" gemm_tests.log "gemm tests" -q --timeout=120 tests/test_gemm.py -k "${TESTS_K:-}"
   # GEMM_DTYPE=fp16: that dtype's entries, merged into a copy of the shipped table (the other dtype's entries kept)
   cp ttt_infer/kernels/gemm_tables/nvidia-h200.json "$W/gemm_table.json"
   for b in ${PART_BATCHES:-16 64}; do
@@ -229,15 +231,15 @@ gemm)
     done_step "layer parts + table B=$b"
   done
   for rep in 1 2; do
-    for how in cublas "$W/gemm_table.json"; do
-      tag=$([ "$how" = cublas ] && echo cublas || echo table)
+    for how in "${GEMM_BASE:-cublas}" "$W/gemm_table.json"; do
+      tag=$([ "$how" = "$W/gemm_table.json" ] && echo table || echo base)
       TTT_INFER_GEMM="$how" timeout "${DECODE_S:-60}" python3 scripts/bench_decode.py --kinds "${AB_KINDS:-linear}" \
         --dtype "${GEMM_DTYPE:-bf16}" --out "$W/decode_gemm_$tag.jsonl" --batches "${DECODE_BATCHES:-1,16,64}" --no-reference \
-        > "$W/decode_gemm_${tag}_$rep.log" 2>&1
+        --layer-batches "${LAYER_BATCHES:-}" > "$W/decode_gemm_${tag}_$rep.log" 2>&1
       done_step "decode bench $tag rep $rep"
     done
   done
-  cat "$W/decode_layer_B16.log"; cat "$W/gemm_table.json" | head -80
+  cat "$W"/decode_layer_B*.log; cat "$W/gemm_table.json" | head -80
   for f in "$W"/decode_gemm_*_2.log; do echo "== $f"; tail -n 5 "$f"; done
   ;;
 folds)
