@@ -322,5 +322,5 @@ PY
       tests/test_decode_kernels.py tests/test_gemm.py tests/test_glue.py
   fi
   ;;
-*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, gemm, folds or pdl, got $MODE"; exit 2 ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, step, gemm, folds, ncu_step, pdl or ab, got $MODE"; exit 2 ;;
 esac
