@@ -4,6 +4,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <optional>
+
 #include "ttt_decode.h"
 #include "ttt_prefill.h"
 
@@ -104,7 +106,7 @@ void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor
                 torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W1, torch::Tensor b1,
                 torch::Tensor W2, torch::Tensor b2, torch::Tensor K, torch::Tensor G1, torch::Tensor X2,
                 torch::Tensor G2, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv, double eps,
-                int64_t ctas_per_sm, bool pdl) {
+                int64_t ctas_per_sm, bool pdl, std::optional<torch::Tensor> trace) {
   const auto act = decode_dtype(q, "q");
   for (auto *p : {&q, &k}) check(*p, "q/k", q.scalar_type());
   TORCH_CHECK(v.is_cuda() && v.scalar_type() == q.scalar_type() && v.stride(-1) == 1, "v: CUDA, q's dtype, unit stride");
@@ -122,6 +124,12 @@ void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor
                        K.data_ptr<float>(), G1.data_ptr<float>(), X2.data_ptr<float>(), G2.data_ptr<float>(),
                        LR.data_ptr<float>(), out.data_ptr<float>(), (long long)sv, (int)W1.size(0) * (int)W1.size(1),
                        (int)nh, (float)eps};
+  if (trace.has_value()) {  // the optional timeline (scripts/trace_decode_step.py): int64 [pairs, kMlpTraceSlots]
+    check(*trace, "trace", at::kLong);
+    TORCH_CHECK(trace->numel() >= (int64_t)a.BH * ttt::kMlpTraceSlots, "trace needs ", a.BH, " x ",
+                ttt::kMlpTraceSlots, " int64 entries, got ", trace->numel());
+    a.trace = reinterpret_cast<long long *>(trace->data_ptr<int64_t>());
+  }
   const cudaError_t e = ttt::launch_mlp_decode(a, act, ln, (int)ctas_per_sm, pdl, at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(e == cudaSuccess, "ttt mlp decode launch failed: ", cudaGetErrorString(e));
 }

@@ -22,7 +22,12 @@ struct MlpDecodeArgs {
   long long sv;
   int BH, nh;
   float eps;
+  // optional timeline (nullptr: off): [BH, kMlpTraceSlots] int64, written by thread 0 of each CTA; see
+  // MlpTraceSlot in ttt_mlp_decode.cu and scripts/trace_decode_step.py
+  long long *trace = nullptr;
 };
+
+constexpr int kMlpTraceSlots = 16;
 
 // ctas_per_sm: 2 or 3 (the register budget the kernel is compiled for; shared memory allows 3 on sm_90).
 // pdl: launch with programmatic dependent launch (sm_90+; the kernel waits for the grid ahead before any access).

@@ -95,6 +95,40 @@ __device__ __forceinline__ void cp_async_rows(unsigned smem, const void *gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::); }
 
+// The optional timeline (a.trace, scripts/trace_decode_step.py): thread 0 of each CTA writes the SM it runs on
+// and %globaltimer (ns) at the kernel's entry and after each phase's barrier. A separate instantiation
+// (TRACE), launched only when a.trace is set, so that the kernels that run normally are compiled without it: a
+// runtime check in the one kernel kept the pointer live and grew cu:8:3's spills from 4 / 8 to 20 / 24 bytes; as
+// a template parameter, the traced kernels compile to the same registers and spills as the others (ptxas -v).
+enum MlpTraceSlot : int {
+  kTraceSm = 0,      // %smid
+  kTraceEntry,       // the kernel's first instruction
+  kTraceWaited,      // past griddepcontrol.wait
+  kTraceInputs,      // q, k, v, the LayerNorm's weights in shared memory
+  kTraceZ1,          // z1 of k and q, a1, W2 arrived
+  kTraceZ2k,         // z2 of k (partial sums)
+  kTraceG2,          // g2 (warp 0's LayerNorm backward)
+  kTraceG1,          // g1, x2bar, the X2 . x2bar sums
+  kTraceZ2bar,       // z2bar (partial sums)
+  kTraceOut,         // out written (warp 0)
+  kTraceUpdate,      // the mini-batch-end update written (p = 15 only)
+};
+template <bool TRACE>
+__device__ __forceinline__ void trace_mark(const MlpDecodeArgs &a, long long pid, MlpTraceSlot slot) {
+  if constexpr (!TRACE) return;
+  if (threadIdx.x == 0) {
+    long long v;
+    if (slot == kTraceSm) {
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      v = sm;
+    } else {
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
+    }
+    a.trace[pid * kMlpTraceSlots + slot] = v;
+  }
+}
+
 struct alignas(16) Smem {  // float4 reads of q, k, x2, part, g2
   float q[F], k[F], tgt[F], lnw[F], lnb[F];  // tgt = v - k
   float x2[H];                                // gelu(z1k), then x2bar
@@ -151,11 +185,13 @@ __device__ __forceinline__ float z2_total(float b2f, const float (*part)[F], int
   return z;
 }
 
-template <typename T, typename L, int CTAS>
+template <typename T, typename L, int CTAS, bool TRACE>
 __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDecodeArgs a) {
   extern __shared__ float4 dyn[];
   float *W2s = reinterpret_cast<float *>(dyn);  // [H][F]
   __shared__ Smem s;
+  const long long pid = blockIdx.x;
+  trace_mark<TRACE>(a, pid, kTraceEntry);
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // programmatic dependent launch (ttt_infer/kernels/pdl.py): wait for the grid ahead (a no-op when not launched
@@ -163,8 +199,9 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+  trace_mark<TRACE>(a, pid, kTraceSm);
+  trace_mark<TRACE>(a, pid, kTraceWaited);
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
-  const long long pid = blockIdx.x;
   const int head = static_cast<int>(pid % a.nh);
   const int p = static_cast<int>(*a.pos % MB);
   const float tau = a.tau[p];
@@ -223,6 +260,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   const float b2 = a.b2[pid * F + fo];
   __syncthreads();
+  trace_mark<TRACE>(a, pid, kTraceInputs);
 
   // z1 of k and q (W1 dies here); a1 for rows s <= p
   float z1k = b1, z1q = b1;
@@ -257,6 +295,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   }
   cp_async_wait_all();
   __syncthreads();
+  trace_mark<TRACE>(a, pid, kTraceZ1);
   // this thread's hidden unit in the mini-batch's rows s < p (used after g1; loaded after the barrier so that
   // they do not share registers with W1's column)
   const float *G1g = a.G1 + pid * MB * H + t;
@@ -271,6 +310,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // z2 of k
   z2_quad(W2s, s.x2, make_float4(0.0f, 0.0f, 0.0f, 0.0f), s.part, t);
   __syncthreads();
+  trace_mark<TRACE>(a, pid, kTraceZ2k);
 
   // g2 = LN-L2 backward of z2k against v - k (warp 0, two features a lane)
   if (warp == 0) {
@@ -299,6 +339,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     }
   }
   __syncthreads();
+  trace_mark<TRACE>(a, pid, kTraceG2);
 
   // g1 (row t of W2, its chunks in the swizzle's order: g2's chunk a broadcast), z1bar, x2bar; the X2_s . x2bar
   // sums
@@ -332,6 +373,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     }
   }
   __syncthreads();
+  trace_mark<TRACE>(a, pid, kTraceG1);
 
   // z2bar: as z2k, each thread's sums starting from -tau a2_s G2_s of its row s = hg (s <= p)
   {
@@ -347,6 +389,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     z2_quad(W2s, s.x2, corr, s.part, t);
   }
   __syncthreads();
+  trace_mark<TRACE>(a, pid, kTraceZ2bar);
 
   // out = q + LN(z2bar) (warp 0)
   if (warp == 0) {
@@ -364,6 +407,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
       a.out[pid * F + f] = s.q[f] + s.lnw[f] * ((z[h] - mu) * rstd) + s.lnb[f];
     }
   }
+  trace_mark<TRACE>(a, pid, kTraceOut);
   if (p != MB - 1) return;
 
   // the mini-batch's end: W -= tau sum_s lr_s (outer products of its rows); every row is in memory now
@@ -426,12 +470,13 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   float4 *W2o = reinterpret_cast<float4 *>(a.W2 + pid * H * F);
 #pragma unroll
   for (int i = 0; i < H * F / 4 / THREADS; ++i) W2o[i * THREADS + t] = dyn[i * THREADS + w2_copy_chunk(t)];
+  trace_mark<TRACE>(a, pid, kTraceUpdate);  // thread 0's stores issued (not necessarily landed)
 }
 
-template <typename T, typename L, int CTAS>
-cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
+template <typename T, typename L, int CTAS, bool TRACE>
+cudaError_t launch_traced(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
   constexpr int dyn = H * F * sizeof(float);
-  auto kern = mlp_decode_kernel<T, L, CTAS>;
+  auto kern = mlp_decode_kernel<T, L, CTAS, TRACE>;
   static cudaError_t attr = [&] {  // once per instantiation (and process): 64 KB dynamic, the largest carveout
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
     if (e == cudaSuccess)
@@ -450,6 +495,12 @@ cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) 
   cfg.attrs = attrs;
   cfg.numAttrs = pdl ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kern, a);
+}
+
+template <typename T, typename L, int CTAS>
+cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
+  return a.trace != nullptr ? launch_traced<T, L, CTAS, true>(a, pdl, stream)
+                            : launch_traced<T, L, CTAS, false>(a, pdl, stream);
 }
 
 template <typename T, int CTAS>

@@ -23,6 +23,8 @@
 #   MODE=ab      the same with another setting: AB_VAR (e.g. TTT_INFER_DECODE_SPLIT) over AB_SETTINGS, tests TESTS_K
 #   MODE=ncu_step Nsight Compute on the TTT-layer decode step kernels at STEP_BATCH rows (TTT-MLP's CUDA kernel
 #                and TTT-Linear's Triton v3; STEP_CONFIGS), the mini-batch's middle (p = 8) and its end (p = 15)
+#   MODE=trace_step the CUDA TTT-MLP step's timeline, CTA by CTA (scripts/trace_decode_step.py): the traced
+#                kernel's GPU test, then one traced launch a point (TRACE_CONFIGS x TRACE_BATCHES x p = 8, 15)
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
 # The device copy may carry a stale .git: pass the sha and the TK pin in so results are stamped with them,
 #   run(command="MODE=check TTT_INFER_GIT_SHA=<sha> TTT_INFER_TK_COMMIT=<pin> bash scripts/device_final.sh",
@@ -322,5 +324,14 @@ PY
       tests/test_decode_kernels.py tests/test_gemm.py tests/test_glue.py
   fi
   ;;
-*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, step, gemm, folds, ncu_step, pdl or ab, got $MODE"; exit 2 ;;
+trace_step)
+  # the traced kernel computes the normal one's bits and leaves complete marks (its test), then the timelines:
+  # span, a CTA's life (all, and in the tail), CTAs alive over time, the phases' durations, the untraced time;
+  # ~2 min
+  run_tests "${TESTS_S:-90}" trace_tests.log "trace tests" -v --timeout=90 tests/gpu/test_decode_gpu.py -k traced
+  timeout "${TRACE_S:-150}" python3 scripts/trace_decode_step.py --configs "${TRACE_CONFIGS:-cu:8:3,cu:8:2}" \
+    --batches "${TRACE_BATCHES:-16,64,512}" --positions 8,15 --out "$W/trace.jsonl" > "$W/trace.log" 2>&1
+  done_step "trace"; cat "$W/trace.log"
+  ;;
+*) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, step, gemm, folds, ncu_step, pdl, ab or trace_step, got $MODE"; exit 2 ;;
 esac

@@ -159,3 +159,45 @@ def test_ncu_stalls_rejects_other_csv(tmp_path):
     path.write_text('"a","b"\n"1","2"\n')
     with pytest.raises(ValueError, match="not an ncu"):
         _load("ncu_stalls").summarize(path)
+
+
+def _trace_rows(ctas):
+    """Trace rows (scripts/trace_decode_step.py's FIELDS) for CTAs given as (sm, start us, life us, update):
+    the marks evenly spaced over the life, times in ns from an arbitrary clock origin."""
+    rows = []
+    for sm, start, life, update in ctas:
+        marks = 9 if update else 8  # entry .. out, and the update's mark
+        times = [int(1e6 + 1e3 * (start + life * i / marks)) for i in range(marks + 1)]
+        rows.append([sm, *times, *([] if update else [0])])
+    return rows
+
+
+def test_trace_summary_of_a_two_wave_launch():
+    mod = _load("trace_decode_step")
+    # 4 SMs, 2 CTAs each for 10 us, then 2 more CTAs on SMs 0 and 1 for 10 us: a full wave, then a tail
+    ctas = [(sm, 0.0, 10.0, False) for sm in range(4) for _ in range(2)] + [
+        (0, 10.0, 10.0, False),
+        (1, 10.0, 10.0, False),
+    ]
+    s = mod.summarize(_trace_rows(ctas))
+    assert s["ctas"] == 10 and s["sms"] == 4 and s["peak_alive"] == 8
+    assert s["span_us"] == pytest.approx(20.0) and s["mean_alive"] == pytest.approx(5.0)
+    assert s["ramp_us"] == pytest.approx(0.0) and s["tail_us"] == pytest.approx(10.0)
+    assert s["tail_ctas"] == 2 and s["tail_life_p50_us"] == pytest.approx(10.0)
+    assert s["ctas_per_sm"] == {"min": 2, "max": 3} and s["sm_finish_spread_us"] == pytest.approx(10.0)
+    assert s["life_us"]["p50"] == pytest.approx(10.0)
+    # eight phases between nine marks (no update): each 10 / 8 us
+    assert len(s["phases"]) == 8 and "out->update" not in s["phases"]
+    assert s["phases"]["z1->z2k"]["mean_us"] == pytest.approx(1.25)
+    assert "tail below it 10.0 us" in mod.report(s, "test")
+
+
+def test_trace_summary_with_the_update_and_bad_traces():
+    mod = _load("trace_decode_step")
+    s = mod.summarize(_trace_rows([(0, 0.0, 9.0, True), (1, 1.0, 9.0, True)]))
+    assert s["phases"]["out->update"]["mean_us"] == pytest.approx(1.0) and s["span_us"] == pytest.approx(10.0)
+    assert s["life_us"]["max"] == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="no entry or out mark"):
+        mod.summarize([[0] * len(mod.FIELDS)])
+    with pytest.raises(ValueError, match="empty"):
+        mod.summarize([])

@@ -206,6 +206,24 @@ def test_cuda_variant_config_and_errors(monkeypatch):
     assert all(c[0] != "cu" for c in decode.tune.candidates("linear"))
 
 
+def test_cuda_trace_buffer_is_checked():
+    """The CUDA step's optional timeline (cuda.tracing, scripts/trace_decode_step.py) takes only a contiguous
+    CUDA int64 [pairs, TRACE_SLOTS] buffer, and is off again after the block."""
+    from ttt_infer.kernels.decode import cuda
+
+    assert len(cuda.TRACE_FIELDS) <= cuda.TRACE_SLOTS
+    for bad in (torch.zeros(4, cuda.TRACE_SLOTS, dtype=torch.int64),  # CPU
+                torch.zeros(4, cuda.TRACE_SLOTS, dtype=torch.int32, device=DEV),
+                torch.zeros(4, 8, dtype=torch.int64, device=DEV)):  # fmt: skip
+        with pytest.raises(ValueError, match="trace buffer"):
+            with cuda.tracing(bad):
+                pass
+    if DEV == "cuda":
+        with cuda.tracing(torch.zeros(4, cuda.TRACE_SLOTS, dtype=torch.int64, device=DEV)) as buf:
+            assert cuda._trace is buf
+    assert cuda._trace is None
+
+
 def test_position_is_read_from_the_device_tensor():
     """Same inputs at positions 3 and 19 (same p) agree; at 4 they differ (different tau and rows)."""
     st64, ins = make_case("linear", B=1, nh=1, T=1, act_dtype=torch.float32, seed=4, device=DEV)

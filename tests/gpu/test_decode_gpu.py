@@ -123,6 +123,51 @@ def test_cuda_mlp_kernel_vs_float64_within_twice_reference(B, dtype, ln_act, cta
     _case("mlp", B, dtype, 37, ln_act=ln_act, tag=f"cu:{ctas}")
 
 
+@pytest.mark.parametrize("p", [8, 15])
+@pytest.mark.parametrize("ctas", [2, 3])
+def test_cuda_mlp_traced_kernel_changes_nothing(ctas, p, monkeypatch):
+    """The CUDA step's traced instantiation (cuda.tracing) computes the same bits as the normal one (out and the
+    whole state, at a plain token and at the mini-batch's end), and every CTA leaves a complete timeline: an SM
+    id below the GPU's count, marks in order, the update's mark exactly at p = 15."""
+    from ttt_infer.kernels import decode
+    from ttt_infer.kernels.decode import cuda
+
+    if not cuda.available():
+        pytest.skip("the compiled extension (with the CUDA decode kernel) is not built")
+    monkeypatch.setenv("TTT_DECODE_CONFIG", f"mlp=cu:8:{ctas}")
+    B, nh = 5, 4
+    st64, ins = make_case("mlp", B=B, nh=nh, T=p + 1, act_dtype=torch.bfloat16, seed=11, device="cuda")
+    st = as_dtype(st64, torch.float32)
+    _prefill(st, ins, p, upcast=False)
+    xs = step_inputs(ins, p)
+    pos = torch.full((1,), p, dtype=torch.int64, device="cuda")
+    runs = []
+    for traced in (False, True):
+        s = st.clone()
+        out = torch.full((B, nh, 1, 64), float("nan"), device="cuda")
+        buf = torch.zeros(B * nh, cuda.TRACE_SLOTS, dtype=torch.int64, device="cuda")
+        if traced:
+            with cuda.tracing(buf):
+                decode.ttt_decode_step(s, *xs, pos, out=out)
+        else:
+            decode.ttt_decode_step(s, *xs, pos, out=out)
+        torch.cuda.synchronize()
+        runs.append((out, s.tensors(), buf.cpu()))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for name, t in runs[0][1].items():
+        assert torch.equal(t, runs[1][1][name]), name
+    assert not runs[0][2].any()  # untraced: the buffer untouched
+    tr = runs[1][2][:, : len(cuda.TRACE_FIELDS)]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert ((tr[:, 0] >= 0) & (tr[:, 0] < sms)).all()
+    marks = tr[:, 1:-1]  # entry .. out
+    assert (marks > 0).all() and (marks[:, 1:] >= marks[:, :-1]).all()
+    if p == 15:
+        assert (tr[:, -1] >= tr[:, -2]).all()
+    else:
+        assert (tr[:, -1] == 0).all()
+
+
 # --- whole model, CUDA graphs ------------------------------------------------------------------------
 def _model(kind):
     from ttt_infer import TTTConfig, TTTForCausalLM

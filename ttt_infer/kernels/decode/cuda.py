@@ -9,6 +9,7 @@ an SM the kernel's registers are budgeted for (2 or 3).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -16,6 +17,11 @@ import torch
 from .. import KernelsUnavailable, pdl
 
 MINI_BATCH = 16
+TRACE_SLOTS = 16  # int64 entries a pair in a timeline (kMlpTraceSlots, csrc/ttt_decode.h)
+# what they hold: the SM, then %globaltimer (ns) at the kernel's entry and after each phase (MlpTraceSlot in
+# csrc/ttt_mlp_decode.cu); the update's slot stays as it was (zero) except at the mini-batch's end
+TRACE_FIELDS = ("sm", "entry", "waited", "inputs", "z1", "z2k", "g2", "g1", "z2bar", "out", "update")
+_trace: torch.Tensor | None = None
 
 
 def available() -> bool:
@@ -42,6 +48,23 @@ def _kernel():
     return fn
 
 
+@contextlib.contextmanager
+def tracing(buf: torch.Tensor):
+    """Inside: each CUDA TTT-MLP step launched writes its timeline into `buf` (int64 [pairs, TRACE_SLOTS], CUDA,
+    contiguous; the last launch's wins), through a separate instantiation of the kernel compiled with the marks
+    (scripts/trace_decode_step.py). Not for a captured graph: the buffer is read when the launch is made."""
+    global _trace
+    if buf.dtype != torch.int64 or not buf.is_cuda or not buf.is_contiguous() or buf.dim() != 2 \
+            or buf.shape[1] != TRACE_SLOTS:  # fmt: skip
+        raise ValueError(f"a trace buffer is a contiguous CUDA int64 [pairs, {TRACE_SLOTS}] tensor, got "
+                         f"{buf.dtype} {tuple(buf.shape)} on {buf.device}")  # fmt: skip
+    prev, _trace = _trace, buf
+    try:
+        yield buf
+    finally:
+        _trace = prev
+
+
 def launch_mlp(args: list, ctas_per_sm: int) -> None:
     """args: the Triton TTT-MLP kernels' argument list (decode/step.py `_kernel_args`)."""
     (xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, _nprog, eps, sv) = args
@@ -53,5 +76,7 @@ def launch_mlp(args: list, ctas_per_sm: int) -> None:
         raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
     if ctas_per_sm not in (2, 3):
         raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
+    if _trace is not None and _trace.shape[0] < W1.shape[0] * W1.shape[1]:
+        raise ValueError(f"the trace buffer has {_trace.shape[0]} rows for {W1.shape[0] * W1.shape[1]} pairs")
     _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm,
-              pdl.enabled(xq.device))  # fmt: skip
+              pdl.enabled(xq.device), _trace)  # fmt: skip
