@@ -5,9 +5,10 @@
 Each CTA (one (sequence, head) pair) records the SM it runs on and %globaltimer at its entry and after each
 phase (MlpTraceSlot in csrc/ttt_mlp_decode.cu), through a separate instantiation of the kernel compiled with
 those marks (same registers and spills as the normal one: one thread's global store a phase). From that, per
-launch: the span, how long a CTA lives (all of them, and those that start once fewer than 90% of the peak are
-alive: the tail), how many CTAs are alive over time, how long the ramp and the tail last, how evenly the SMs
-finish, and the phases' durations. docs/perf-notes.md ("waves plus one lifetime") says what it is for: whether
+launch: the span, how long a CTA lives (all of them, and those still alive once fewer than 90% of the peak are:
+the tail), how many CTAs are alive over time, how long the ramp and the tail last, how evenly the SMs finish,
+and the phases' durations (all CTAs, and the tail's). Tail CTAs that live as long as the others point to a
+CTA's own chain; shorter lives there point to contention for bandwidth in the full waves. docs/perf-notes.md ("waves plus one lifetime") says what it is for: whether
 the ~20 us a step on top of the streaming rate is the tail of the last wave, and which phases make a CTA's life.
 
 The same random state as scripts/profile_decode_step.py (bf16 activations, fp32 state). Each point also times
@@ -70,16 +71,21 @@ def summarize(rows: list[list[int]]) -> dict:
     full = [(t1, t2) for t1, t2, n in curve if n >= FULL * peak]
     ramp_us, tail_from = full[0][0], full[-1][1]  # the first full stretch's start, the last one's end
     mean_alive = sum(n * (t2 - t1) for t1, t2, n in curve) / span  # time-weighted over the span
-    tail = [lf for s, lf in zip(start, life, strict=True) if s >= tail_from]
+    in_tail = [e > tail_from for e in end]  # still alive once the SMs are no longer full
+    tail = [lf for lf, t in zip(life, in_tail, strict=True) if t]
     per_sm: dict[int, list[float]] = {}
     for r, e in zip(rec, end, strict=True):
         per_sm.setdefault(int(r["sm"]), []).append(e)
     sm_last = [max(v) for v in per_sm.values()]
-    phases = {}
-    for a, b in PHASES:
-        d = [u[b] - u[a] for u in us if a in u and b in u]
-        if d:
-            phases[f"{a}->{b}"] = {"mean_us": sum(d) / len(d), "p90_us": _pct(d, 0.9)}
+
+    def phases(sel: list[dict]) -> dict:
+        out = {}
+        for a, b in PHASES:
+            d = [u[b] - u[a] for u in sel if a in u and b in u]
+            if d:
+                out[f"{a}->{b}"] = {"mean_us": sum(d) / len(d), "p90_us": _pct(d, 0.9)}
+        return out
+
     return {
         "ctas": len(rec), "sms": len(per_sm), "span_us": span, "peak_alive": peak, "mean_alive": mean_alive,
         "ramp_us": ramp_us, "tail_us": span - tail_from,
@@ -88,7 +94,7 @@ def summarize(rows: list[list[int]]) -> dict:
         "tail_ctas": len(tail), "tail_life_p50_us": _pct(tail, 0.5) if tail else None,
         "ctas_per_sm": {"min": min(len(v) for v in per_sm.values()), "max": max(len(v) for v in per_sm.values())},
         "sm_finish_spread_us": max(sm_last) - min(sm_last),
-        "phases": phases,
+        "phases": phases(us), "tail_phases": phases([u for u, t in zip(us, in_tail, strict=True) if t]),
     }  # fmt: skip
 
 
@@ -99,11 +105,14 @@ def report(s: dict, label: str) -> str:
         f"== {label}: {s['ctas']} CTAs on {s['sms']} SMs ({s['ctas_per_sm']['min']}-{s['ctas_per_sm']['max']} an SM), "
         f"span {s['span_us']:.1f} us, alive peak {s['peak_alive']} mean {s['mean_alive']:.0f}",
         f"   ramp to {FULL:.0%} of the peak {s['ramp_us']:.1f} us, tail below it {s['tail_us']:.1f} us "
-        f"({s['tail_ctas']} CTAs start in it, median life {tail} us); SMs finish within {s['sm_finish_spread_us']:.1f} us",
+        f"({s['tail_ctas']} CTAs alive in it, median life {tail} us); SMs finish within {s['sm_finish_spread_us']:.1f} us",
         f"   a CTA's life, us: min {lf['min']:.1f} p10 {lf['p10']:.1f} p50 {lf['p50']:.1f} p90 {lf['p90']:.1f} "
         f"max {lf['max']:.1f}",
-        "   phases (mean / p90 us): " + ", ".join(f"{k} {v['mean_us']:.2f}/{v['p90_us']:.2f}" for k, v in s["phases"].items()),
     ]  # fmt: skip
+    for name, key in (("all CTAs", "phases"), ("the tail's", "tail_phases")):
+        if s[key]:
+            lines.append(f"   phases, {name} (mean / p90 us): "
+                         + ", ".join(f"{k} {v['mean_us']:.2f}/{v['p90_us']:.2f}" for k, v in s[key].items()))  # fmt: skip
     return "\n".join(lines)
 
 

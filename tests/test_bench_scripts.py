@@ -189,7 +189,8 @@ def test_trace_summary_of_a_two_wave_launch():
     # eight phases between nine marks (no update): each 10 / 8 us
     assert len(s["phases"]) == 8 and "out->update" not in s["phases"]
     assert s["phases"]["z1->z2k"]["mean_us"] == pytest.approx(1.25)
-    assert "tail below it 10.0 us" in mod.report(s, "test")
+    assert len(s["tail_phases"]) == 8 and s["tail_phases"]["z1->z2k"]["mean_us"] == pytest.approx(1.25)
+    assert "tail below it 10.0 us (2 CTAs alive in it" in mod.report(s, "test")
 
 
 def test_trace_summary_with_the_update_and_bad_traces():
