@@ -95,6 +95,20 @@ __device__ __forceinline__ void cp_async_rows(unsigned smem, const void *gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::); }
 
+// W1's first read (z1) with an L2 eviction policy: evict-last at the mini-batch's end (p = 15), where the update
+// reads W1 again some 20-40 us later, evict-first otherwise (as a streaming load); not cached in L1 either way
+__device__ __forceinline__ unsigned long long w1_policy(bool keep) {
+  unsigned long long last, first;
+  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(last));
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(first));
+  return keep ? last : first;
+}
+__device__ __forceinline__ float ld_w1(const float *g, unsigned long long policy) {
+  float v;
+  asm("ld.global.L1::no_allocate.L2::cache_hint.f32 %0, [%1], %2;" : "=f"(v) : "l"(g), "l"(policy));
+  return v;
+}
+
 // The optional timeline (a.trace, scripts/trace_decode_step.py): thread 0 of each CTA writes the SM it runs on
 // and %globaltimer (ns) at the kernel's entry and after each phase's barrier. A separate instantiation
 // (TRACE), launched only when a.trace is set, so that the kernels that run normally are compiled without it: a
@@ -111,7 +125,8 @@ enum MlpTraceSlot : int {
   kTraceG1,          // g1, x2bar, the X2 . x2bar sums
   kTraceZ2bar,       // z2bar (partial sums)
   kTraceOut,         // out written (warp 0)
-  kTraceUpdate,      // the mini-batch-end update written (p = 15 only)
+  kTraceW2Out,       // the mini-batch-end update: W2 and b2 written (p = 15 only)
+  kTraceUpdate,      // the mini-batch-end update: W1 and b1 written (p = 15 only)
 };
 template <bool TRACE>
 __device__ __forceinline__ void trace_mark(const MlpDecodeArgs &a, long long pid, MlpTraceSlot slot) {
@@ -218,9 +233,10 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // from the g1 phase through the chain (ptxas spilled them at 80 registers)
   constexpr bool RELOAD = CTAS >= 3;
   const float *W1g = a.W1 + pid * F * H + t;
+  const unsigned long long w1_pol = w1_policy(p == MB - 1);
   float w1[W1C];
 #pragma unroll
-  for (int f = 0; f < W1C; ++f) w1[f] = __ldcs(W1g + f * H);
+  for (int f = 0; f < W1C; ++f) w1[f] = ld_w1(W1g + f * H, w1_pol);
   const float b1 = a.b1[pid * H + t];
 
   // the token's vectors; row p of K and LR
@@ -269,7 +285,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
     float next[W1C];
     if (c + W1C < F) {
 #pragma unroll
-      for (int f = 0; f < W1C; ++f) next[f] = __ldcs(W1g + (c + W1C + f) * H);
+      for (int f = 0; f < W1C; ++f) next[f] = ld_w1(W1g + (c + W1C + f) * H, w1_pol);
     }
 #pragma unroll
     for (int f = 0; f < W1C; f += 4) {
@@ -410,36 +426,15 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   trace_mark<TRACE>(a, pid, kTraceOut);
   if (p != MB - 1) return;
 
-  // the mini-batch's end: W -= tau sum_s lr_s (outer products of its rows); every row is in memory now
-  float *W1w = a.W1 + pid * F * H + t;
-  for (int i = t; i < MB * F; i += THREADS) {
-    const int sr = i / F;
-    s.rows[sr][i % F] = tau * s.lr[sr] * a.K[(pid * MB + sr) * F + i % F];
-  }
-  __syncthreads();
-  // RELOAD: this thread's hidden unit in all 16 rows read again (its row p stored by this thread above) rather
-  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16)
-  const float *G1u = a.G1 + pid * MB * H + t, *X2u = a.X2 + pid * MB * H + t;
-  if constexpr (RELOAD) {
-#pragma unroll
-    for (int r = 0; r < MB; ++r) g1r[r] = G1u[r * H];
-  }
-  {
-    float bsum = 0.0f;
-#pragma unroll
-    for (int r = 0; r < MB; ++r) bsum += tau * s.lr[r] * g1r[r];
-    a.b1[pid * H + t] = b1 - bsum;
-#pragma unroll 4
-    for (int f = 0; f < F; ++f) {
-      float u = 0.0f;
-#pragma unroll
-      for (int r = 0; r < MB; ++r) u += s.rows[r][f] * g1r[r];
-      W1w[f * H] = W1w[f * H] - u;
-    }
-  }
-  __syncthreads();
+  // the mini-batch's end: W -= tau sum_s lr_s (outer products of its rows); every row is in memory now. W2 first:
+  // it is in shared memory and read no more after z2bar's barrier; updated there, then written out. Then W1 is
+  // read again into the same shared memory with cp.async (one round trip for all of it, where a read-modify-write
+  // loop in registers waited for ~16) and updated from there. The state's writes are streaming stores.
   for (int i = t; i < MB * F; i += THREADS) s.rows[i / F][i % F] = a.G2[pid * MB * F + i];
   __syncthreads();
+  // RELOAD: this thread's hidden unit in all 16 rows read again (its row p stored by this thread above) rather
+  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16; L2 hits, most likely)
+  const float *G1u = a.G1 + pid * MB * H + t, *X2u = a.X2 + pid * MB * H + t;
   {
     float cx[MB];
 #pragma unroll
@@ -469,7 +464,34 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   __syncthreads();
   float4 *W2o = reinterpret_cast<float4 *>(a.W2 + pid * H * F);
 #pragma unroll
-  for (int i = 0; i < H * F / 4 / THREADS; ++i) W2o[i * THREADS + t] = dyn[i * THREADS + w2_copy_chunk(t)];
+  for (int i = 0; i < H * F / 4 / THREADS; ++i) __stcs(W2o + i * THREADS + t, dyn[i * THREADS + w2_copy_chunk(t)]);
+  __syncthreads();  // shared memory's W2 read out: W1 ([F][H], unswizzled: thread t reads column t) goes there
+  trace_mark<TRACE>(a, pid, kTraceW2Out);
+  float *W1w = a.W1 + pid * F * H;
+  cp_async_rows<0, F * H / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * t)), W1w + 4 * t);
+  for (int i = t; i < MB * F; i += THREADS) {
+    const int sr = i / F;
+    s.rows[sr][i % F] = tau * s.lr[sr] * a.K[(pid * MB + sr) * F + i % F];
+  }
+  if constexpr (RELOAD) {
+#pragma unroll
+    for (int r = 0; r < MB; ++r) g1r[r] = G1u[r * H];
+  }
+  {
+    float bsum = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MB; ++r) bsum += tau * s.lr[r] * g1r[r];
+    a.b1[pid * H + t] = b1 - bsum;
+  }
+  cp_async_wait_all();
+  __syncthreads();
+#pragma unroll 4
+  for (int f = 0; f < F; ++f) {
+    float u = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MB; ++r) u += s.rows[r][f] * g1r[r];
+    __stcs(W1w + f * H + t, W2s[f * H + t] - u);
+  }
   trace_mark<TRACE>(a, pid, kTraceUpdate);  // thread 0's stores issued (not necessarily landed)
 }
 

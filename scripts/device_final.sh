@@ -14,7 +14,8 @@
 #   MODE=prefill a prefill kernel change: the prefill GPU tests, sanitizers, op bench at every shape, decode bench
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 #   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
-#   MODE=step    a TTT-layer decode step kernel: its tests, compute-sanitizer on the CUDA one, the decode bench
+#   MODE=step    a TTT-layer decode step kernel: its tests, compute-sanitizer on the CUDA one, the decode bench,
+#                and with TRACE_BATCHES the CUDA TTT-MLP step's timeline at those batches (as trace_step)
 #   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs; GEMM_DTYPE=fp16 for
 #                that dtype's entries), decode bench A/B
 #   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
@@ -60,6 +61,12 @@ run_tests() {
   echo "${summary:-cut by its limit: $passed passed}"
   grep -E " FAILED|^FAILED|^ERROR" "$log" | head -10
   return $rc
+}
+# the CUDA TTT-MLP step's timeline at these batches (scripts/trace_decode_step.py), one traced launch a point
+trace_step() {
+  timeout "${TRACE_S:-150}" python3 scripts/trace_decode_step.py --configs "${TRACE_CONFIGS:-cu:8:3,cu:8:2}" \
+    --batches "$1" --positions 8,15 --out "$W/trace.jsonl" > "$W/trace.log" 2>&1
+  done_step "trace"; cat "$W/trace.log"
 }
 pack() { tar czf "$OUT/all.tgz" -C "$W" . && rm -rf "$W"; }
 trap pack EXIT
@@ -216,6 +223,7 @@ step)
   timeout "${DECODE_S:-150}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" --kinds "${STEP_KINDS:-mlp}" \
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --layer-batches "${LAYER_BATCHES:-64,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"; tail -n 14 "$W/decode.log"
+  if [ -n "${TRACE_BATCHES:-}" ]; then trace_step "$TRACE_BATCHES"; fi
   ;;
 gemm)
   # the decode GEMM (kernels/gemm.py): its tests compiled (TESTS_K: a -k selection), its candidates against
@@ -329,9 +337,7 @@ trace_step)
   # span, a CTA's life (all, and in the tail), CTAs alive over time, the phases' durations, the untraced time;
   # ~2 min
   run_tests "${TESTS_S:-90}" trace_tests.log "trace tests" -v --timeout=90 tests/gpu/test_decode_gpu.py -k traced
-  timeout "${TRACE_S:-150}" python3 scripts/trace_decode_step.py --configs "${TRACE_CONFIGS:-cu:8:3,cu:8:2}" \
-    --batches "${TRACE_BATCHES:-16,64,512}" --positions 8,15 --out "$W/trace.jsonl" > "$W/trace.log" 2>&1
-  done_step "trace"; cat "$W/trace.log"
+  trace_step "${TRACE_BATCHES:-16,64,512}"
   ;;
 *) echo "MODE must be check, prefill, ncu, verify, sweep, glue, decode, step, gemm, folds, ncu_step, pdl, ab or trace_step, got $MODE"; exit 2 ;;
 esac

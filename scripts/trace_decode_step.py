@@ -30,7 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FIELDS = ("sm", "entry", "waited", "inputs", "z1", "z2k", "g2", "g1", "z2bar", "out", "update")
+from ttt_infer.kernels.decode.cuda import TRACE_FIELDS as FIELDS  # noqa: E402  (sm, then the marks in order)
+
 PHASES = [(FIELDS[i], FIELDS[i + 1]) for i in range(1, len(FIELDS) - 1)]  # (from, to) mark pairs
 FULL = 0.9  # "full": at least this share of the peak number of CTAs alive
 

@@ -166,9 +166,9 @@ def _trace_rows(ctas):
     the marks evenly spaced over the life, times in ns from an arbitrary clock origin."""
     rows = []
     for sm, start, life, update in ctas:
-        marks = 9 if update else 8  # entry .. out, and the update's mark
+        marks = 10 if update else 8  # entry .. out, and the update's two marks (W2 written, W1 written)
         times = [int(1e6 + 1e3 * (start + life * i / marks)) for i in range(marks + 1)]
-        rows.append([sm, *times, *([] if update else [0])])
+        rows.append([sm, *times, *([] if update else [0, 0])])
     return rows
 
 
@@ -187,7 +187,7 @@ def test_trace_summary_of_a_two_wave_launch():
     assert s["ctas_per_sm"] == {"min": 2, "max": 3} and s["sm_finish_spread_us"] == pytest.approx(10.0)
     assert s["life_us"]["p50"] == pytest.approx(10.0)
     # eight phases between nine marks (no update): each 10 / 8 us
-    assert len(s["phases"]) == 8 and "out->update" not in s["phases"]
+    assert len(s["phases"]) == 8 and "out->w2out" not in s["phases"] and "w2out->update" not in s["phases"]
     assert s["phases"]["z1->z2k"]["mean_us"] == pytest.approx(1.25)
     assert len(s["tail_phases"]) == 8 and s["tail_phases"]["z1->z2k"]["mean_us"] == pytest.approx(1.25)
     assert "tail below it 10.0 us (2 CTAs alive in it" in mod.report(s, "test")
@@ -195,9 +195,10 @@ def test_trace_summary_of_a_two_wave_launch():
 
 def test_trace_summary_with_the_update_and_bad_traces():
     mod = _load("trace_decode_step")
-    s = mod.summarize(_trace_rows([(0, 0.0, 9.0, True), (1, 1.0, 9.0, True)]))
-    assert s["phases"]["out->update"]["mean_us"] == pytest.approx(1.0) and s["span_us"] == pytest.approx(10.0)
-    assert s["life_us"]["max"] == pytest.approx(9.0)
+    s = mod.summarize(_trace_rows([(0, 0.0, 10.0, True), (1, 1.0, 10.0, True)]))
+    assert s["phases"]["out->w2out"]["mean_us"] == pytest.approx(1.0) and s["span_us"] == pytest.approx(11.0)
+    assert s["phases"]["w2out->update"]["mean_us"] == pytest.approx(1.0) and len(s["phases"]) == 10
+    assert s["life_us"]["max"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match="no entry or out mark"):
         mod.summarize([[0] * len(mod.FIELDS)])
     with pytest.raises(ValueError, match="empty"):

@@ -128,7 +128,7 @@ def test_cuda_mlp_kernel_vs_float64_within_twice_reference(B, dtype, ln_act, cta
 def test_cuda_mlp_traced_kernel_changes_nothing(ctas, p, monkeypatch):
     """The CUDA step's traced instantiation (cuda.tracing) computes the same bits as the normal one (out and the
     whole state, at a plain token and at the mini-batch's end), and every CTA leaves a complete timeline: an SM
-    id below the GPU's count, marks in order, the update's mark exactly at p = 15."""
+    id below the GPU's count, marks in order, the update's marks exactly at p = 15."""
     from ttt_infer.kernels import decode
     from ttt_infer.kernels.decode import cuda
 
@@ -160,12 +160,14 @@ def test_cuda_mlp_traced_kernel_changes_nothing(ctas, p, monkeypatch):
     tr = runs[1][2][:, : len(cuda.TRACE_FIELDS)]
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     assert ((tr[:, 0] >= 0) & (tr[:, 0] < sms)).all()
-    marks = tr[:, 1:-1]  # entry .. out
+    n = cuda.TRACE_FIELDS.index("out") + 1
+    marks = tr[:, 1:n]  # entry .. out
     assert (marks > 0).all() and (marks[:, 1:] >= marks[:, :-1]).all()
+    update = tr[:, n - 1 :]  # out, then the update's marks (W2 written, W1 written)
     if p == 15:
-        assert (tr[:, -1] >= tr[:, -2]).all()
+        assert (update[:, 1:] >= update[:, :-1]).all()
     else:
-        assert (tr[:, -1] == 0).all()
+        assert (update[:, 1:] == 0).all()
 
 
 # --- whole model, CUDA graphs ------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from .. import KernelsUnavailable, pdl
 MINI_BATCH = 16
 TRACE_SLOTS = 16  # int64 entries a pair in a timeline (kMlpTraceSlots, csrc/ttt_decode.h)
 # what they hold: the SM, then %globaltimer (ns) at the kernel's entry and after each phase (MlpTraceSlot in
-# csrc/ttt_mlp_decode.cu); the update's slot stays as it was (zero) except at the mini-batch's end
-TRACE_FIELDS = ("sm", "entry", "waited", "inputs", "z1", "z2k", "g2", "g1", "z2bar", "out", "update")
+# csrc/ttt_mlp_decode.cu); the update's two slots (W2 written, then W1) stay as they were (zero) except at the
+# mini-batch's end
+TRACE_FIELDS = ("sm", "entry", "waited", "inputs", "z1", "z2k", "g2", "g1", "z2bar", "out", "w2out", "update")
 _trace: torch.Tensor | None = None
 
 
