@@ -429,16 +429,20 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // the mini-batch's end: W -= tau sum_s lr_s (outer products of its rows); every row is in memory now. W2 first:
   // it is in shared memory and read no more after z2bar's barrier; updated there, then written out. Then W1 is
   // read again into the same shared memory with cp.async (one round trip for all of it, where a read-modify-write
-  // loop in registers waited for ~16) and updated from there. The state's writes are streaming stores.
-  for (int i = t; i < MB * F; i += THREADS) s.rows[i / F][i % F] = a.G2[pid * MB * F + i];
-  __syncthreads();
+  // loop in registers waited for ~16) and updated from there. Two round trips to memory in all (G2's and X2's
+  // rows; W1, K's and G1's rows). The state's writes are streaming stores.
   // RELOAD: this thread's hidden unit in all 16 rows read again (its row p stored by this thread above) rather
-  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16; L2 hits, most likely)
+  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16; L2 hits, most likely); in flight
+  // together with G2's rows
   const float *G1u = a.G1 + pid * MB * H + t, *X2u = a.X2 + pid * MB * H + t;
   {
     float cx[MB];
 #pragma unroll
-    for (int r = 0; r < MB; ++r) cx[r] = tau * s.lr[r] * (RELOAD ? X2u[r * H] : x2r[r]);
+    for (int r = 0; r < MB; ++r) cx[r] = RELOAD ? X2u[r * H] : x2r[r];
+    for (int i = t; i < MB * F; i += THREADS) s.rows[i / F][i % F] = a.G2[pid * MB * F + i];
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < MB; ++r) cx[r] *= tau * s.lr[r];
     float *w = W2s + t * F;
 #pragma unroll
     for (int i = 0; i < F; i += 4) {

@@ -15,7 +15,8 @@
 #   MODE=ncu     Nsight Compute on the TTT-Linear prefill kernel (stall reasons, pipes) through a standalone harness
 #   MODE=decode  a decode change: decode + glue GPU tests, the layer's pieces in CUDA graphs, the decode bench
 #   MODE=step    a TTT-layer decode step kernel: its tests, compute-sanitizer on the CUDA one, the decode bench,
-#                and with TRACE_BATCHES the CUDA TTT-MLP step's timeline at those batches (as trace_step)
+#                with TRACE_BATCHES the CUDA TTT-MLP step's timeline at those batches (as trace_step), with
+#                SWEEP_TTT=1 the sweep's TTT kernel decode points (SWEEP_MODELS)
 #   MODE=gemm    the decode GEMM: its tests, its table (candidates vs cuBLAS in CUDA graphs; GEMM_DTYPE=fp16 for
 #                that dtype's entries), decode bench A/B
 #   MODE=folds   the glue's folds into the decode GEMM: same-run A/B, the decode bench, decode kernel + glue tests
@@ -67,6 +68,13 @@ trace_step() {
   timeout "${TRACE_S:-150}" python3 scripts/trace_decode_step.py --configs "${TRACE_CONFIGS:-cu:8:3,cu:8:2}" \
     --batches "$1" --positions 8,15 --out "$W/trace.jsonl" > "$W/trace.log" 2>&1
   done_step "trace"; cat "$W/trace.log"
+}
+# the sweep's TTT kernel decode points (`ttt-infer bench`, SWEEP_KINDS: decode and prefill+decode; SWEEP_MODELS)
+sweep_ttt() {
+  timeout "${SWEEP_S:-200}" python3 -m ttt_infer.cli bench --kinds "${SWEEP_KINDS:-decode,prefill_decode}" \
+    --models "${SWEEP_MODELS:-ttt-linear,ttt-mlp}" --backends kernels --out "$W/bench_ttt.jsonl" --no-progress \
+    > "$W/bench_ttt.log" 2>&1
+  done_step "sweep, TTT kernel decode points"; tail -n 20 "$W/bench_ttt.log"
 }
 pack() { tar czf "$OUT/all.tgz" -C "$W" . && rm -rf "$W"; }
 trap pack EXIT
@@ -224,6 +232,7 @@ step)
     --batches "${DECODE_BATCHES:-1,16,64,256,512}" --layer-batches "${LAYER_BATCHES:-64,512}" --no-reference > "$W/decode.log" 2>&1
   done_step "decode bench"; tail -n 14 "$W/decode.log"
   if [ -n "${TRACE_BATCHES:-}" ]; then trace_step "$TRACE_BATCHES"; fi
+  if [ "${SWEEP_TTT:-0}" = 1 ]; then sweep_ttt; fi
   ;;
 gemm)
   # the decode GEMM (kernels/gemm.py): its tests compiled (TESTS_K: a -k selection), its candidates against
@@ -323,10 +332,7 @@ PY
   echo "fastest $var setting: $best"
   for f in "$W"/decode_ab*_"${AB_REPS:-2}".log; do echo "== $f"; grep -A8 "full model" "$f"; done
   if [ "${SWEEP_TTT:-0}" = 1 ]; then
-    env "$var=$best" timeout "${SWEEP_S:-200}" python3 -m ttt_infer.cli bench \
-      --kinds "${SWEEP_KINDS:-decode,prefill_decode}" --models ttt-linear,ttt-mlp --backends kernels --out "$W/bench_ttt.jsonl" \
-      --no-progress > "$W/bench_ttt.log" 2>&1
-    done_step "sweep, TTT kernel decode points"; tail -n 20 "$W/bench_ttt.log"
+    (export "$var=$best"; sweep_ttt)
   else
     run_tests "${TESTS2_S:-100}" pdl_tests2.log "decode kernel, gemm, glue tests" -q --timeout=90 \
       tests/test_decode_kernels.py tests/test_gemm.py tests/test_glue.py
