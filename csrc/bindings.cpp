@@ -134,10 +134,35 @@ void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor
   TORCH_CHECK(e == cudaSuccess, "ttt mlp decode launch failed: ", cudaGetErrorString(e));
 }
 
+// One TTT-Linear decode step (csrc/ttt_linear_decode.cu); the Python side (kernels/decode/cuda.py) checks shapes.
+void linear_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lr, torch::Tensor ln_w,
+                   torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W, torch::Tensor b,
+                   torch::Tensor K, torch::Tensor G, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv,
+                   double eps, bool pdl) {
+  const auto act = decode_dtype(q, "q");
+  for (auto *p : {&q, &k}) check(*p, "q/k", q.scalar_type());
+  TORCH_CHECK(v.is_cuda() && v.scalar_type() == q.scalar_type() && v.stride(-1) == 1, "v: CUDA, q's dtype, unit stride");
+  TORCH_CHECK(ln_w.scalar_type() == ln_b.scalar_type(), "ln_w and ln_b must share a dtype");
+  const auto ln = decode_dtype(ln_w, "ln_w");
+  TORCH_CHECK(ln == ttt::DecodeDtype::fp32 || ln == act, "ln_w must be fp32 or the activations' dtype");
+  check(ln_w, "ln_w", ln_w.scalar_type());
+  check(ln_b, "ln_b", ln_w.scalar_type());
+  check(pos, "pos", at::kLong);
+  for (auto *p : {&lr, &tau, &W, &b, &K, &G, &LR, &out}) check(*p, "fp32 argument", at::kFloat);
+  c10::cuda::CUDAGuard guard(q.device());
+  ttt::LinearDecodeArgs a{q.data_ptr(), k.data_ptr(), v.data_ptr(), lr.data_ptr<float>(), ln_w.data_ptr(),
+                          ln_b.data_ptr(), tau.data_ptr<float>(), reinterpret_cast<const long long *>(pos.data_ptr<int64_t>()),
+                          W.data_ptr<float>(), b.data_ptr<float>(), K.data_ptr<float>(), G.data_ptr<float>(),
+                          LR.data_ptr<float>(), out.data_ptr<float>(), (long long)sv, (int)W.size(0) * (int)W.size(1),
+                          (int)nh, (float)eps};
+  const cudaError_t e = ttt::launch_linear_decode(a, act, ln, pdl, at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(e == cudaSuccess, "ttt linear decode launch failed: ", cudaGetErrorString(e));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16), CUDA TTT-MLP decode";
+  m.doc() = "ThunderKittens prefill kernels for TTT-Linear and TTT-MLP (head dim 64, mini-batch 16), CUDA decode steps";
   m.def("linear_prefill", &linear_prefill, "TTT-Linear prefill, v6 (state updated in place; writes out)");
   m.def("linear_prefill_wgmma", &linear_prefill_wgmma,
         "TTT-Linear prefill, Hopper warpgroup-MMA variant (sm_90a builds on compute capability 9.0 only)");
@@ -146,5 +171,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_prefill_wgmma_available", &linear_prefill_wgmma_available,
         "True when this build has the sm_90a wgmma kernel and the current device can run it");
   m.def("mlp_decode", &mlp_decode, "TTT-MLP decode step, CUDA (state and rows updated in place; writes out)");
+  m.def("linear_decode", &linear_decode, "TTT-Linear decode step, CUDA (state and rows updated in place; writes out)");
   m.def("mlp_prefill", &mlp_prefill, "TTT-MLP prefill (state updated in place; writes out); warps: 8 or 16 (0: default)");
 }

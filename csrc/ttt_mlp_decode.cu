@@ -20,23 +20,16 @@
 // Shared memory: 64 KB (W2) + ~9 KB a CTA: three CTAs an SM on sm_90 (two on sm_80). CTAS (template) is the
 // register budget: 3 -> at most 80 registers a thread.
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include "ttt_decode.h"
+#include "ttt_decode_device.cuh"
 
 namespace ttt {
 namespace {
 
-constexpr int F = 64;
+using namespace decode_dev;  // F, MB, to_f, warp_sum, warp_ln_stats, cp.async, the PDL entry
+
 constexpr int H = 256;
-constexpr int MB = 16;
 constexpr int THREADS = 256;
 constexpr float GELU_C = 0.7978845608028654f;  // sqrt(2 / pi)
-
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 __device__ __forceinline__ float gelu(float x) {
   return 0.5f * x * (1.0f + tanhf(GELU_C * (x + 0.044715f * x * x * x)));
@@ -44,19 +37,6 @@ __device__ __forceinline__ float gelu(float x) {
 __device__ __forceinline__ float gelu_bwd(float x) {
   const float t = tanhf(GELU_C * (x + 0.044715f * x * x * x));
   return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * 0.044715f * x * x);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// LayerNorm statistics of 64 features held two a lane (features lane and lane + 32) by one warp
-__device__ __forceinline__ void warp_ln_stats(const float (&z)[2], float eps, float &mu, float &rstd) {
-  mu = warp_sum(z[0] + z[1]) * (1.0f / F);
-  const float var = warp_sum((z[0] - mu) * (z[0] - mu) + (z[1] - mu) * (z[1] - mu)) * (1.0f / F);
-  rstd = rsqrtf(var + eps);
 }
 
 // One halving step of warp_sum16: lanes with bit O set keep v[i + N] (i < N), the others v[i]; each adds its
@@ -81,19 +61,6 @@ __device__ __forceinline__ float warp_sum16(float (&v)[MB], int lane) {
   return v[0] + __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
-// 16-byte asynchronous copy global -> shared, both addresses base + OFF (one base register each)
-template <int OFF>
-__device__ __forceinline__ void cp_async16(unsigned smem, const void *gmem) {
-  asm volatile("cp.async.cg.shared.global [%0+%2], [%1+%2], 16;\n" ::"r"(smem), "l"(gmem), "n"(OFF));
-}
-template <int I, int N>
-__device__ __forceinline__ void cp_async_rows(unsigned smem, const void *gmem) {  // copies I .. N-1, THREADS apart
-  if constexpr (I < N) {
-    cp_async16<I * THREADS * 16>(smem, gmem);
-    cp_async_rows<I + 1, N>(smem, gmem);
-  }
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::); }
 
 // W1's first read (z1) with an L2 eviction policy: evict-last at the mini-batch's end (p = 15), where the update
 // reads W1 again some 20-40 us later, evict-first otherwise (as a streaming load); not cached in L1 either way
@@ -208,12 +175,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   const long long pid = blockIdx.x;
   trace_mark<TRACE>(a, pid, kTraceEntry);
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // programmatic dependent launch (ttt_infer/kernels/pdl.py): wait for the grid ahead (a no-op when not launched
-  // with it), then let the next kernel's CTAs be scheduled
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+  pdl_wait_then_release();
   trace_mark<TRACE>(a, pid, kTraceSm);
   trace_mark<TRACE>(a, pid, kTraceWaited);
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
@@ -224,7 +186,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // W2 -> shared memory (16 B copies, coalesced), W1's column t -> registers
   const float *W2g = a.W2 + pid * H * F;
   // thread t copies chunk t % 16 of rows t / 16 + 16 i (i < 16): all at the same place of the swizzle
-  cp_async_rows<0, H * F / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * w2_copy_chunk(t))),
+  cp_async_rows<THREADS, 0, H * F / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * w2_copy_chunk(t))),
                                         W2g + 4 * t);
   // W1's column t: all of it at once (CTAS = 2), or (CTAS = 3, 80 registers) in chunks of W1C, the next chunk
   // loading while this one is used, so the column does not stay live across the barrier (ptxas spilled it)
@@ -472,7 +434,7 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   __syncthreads();  // shared memory's W2 read out: W1 ([F][H], unswizzled: thread t reads column t) goes there
   trace_mark<TRACE>(a, pid, kTraceW2Out);
   float *W1w = a.W1 + pid * F * H;
-  cp_async_rows<0, F * H / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * t)), W1w + 4 * t);
+  cp_async_rows<THREADS, 0, F * H / 4 / THREADS>(static_cast<unsigned>(__cvta_generic_to_shared(W2s + 4 * t)), W1w + 4 * t);
   for (int i = t; i < MB * F; i += THREADS) {
     const int sr = i / F;
     s.rows[sr][i % F] = tau * s.lr[sr] * a.K[(pid * MB + sr) * F + i % F];
@@ -499,58 +461,21 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   trace_mark<TRACE>(a, pid, kTraceUpdate);  // thread 0's stores issued (not necessarily landed)
 }
 
-template <typename T, typename L, int CTAS, bool TRACE>
-cudaError_t launch_traced(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
-  constexpr int dyn = H * F * sizeof(float);
-  auto kern = mlp_decode_kernel<T, L, CTAS, TRACE>;
-  static cudaError_t attr = [&] {  // once per instantiation (and process): 64 KB dynamic, the largest carveout
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
-    if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    return e;
-  }();
-  if (attr != cudaSuccess) return attr;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(a.BH);
-  cfg.blockDim = dim3(THREADS);
-  cfg.dynamicSmemBytes = dyn;
-  cfg.stream = stream;
-  cudaLaunchAttribute attrs[1];
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attrs;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kern, a);
-}
-
-template <typename T, typename L, int CTAS>
-cudaError_t launch_typed(const MlpDecodeArgs &a, bool pdl, cudaStream_t stream) {
-  return a.trace != nullptr ? launch_traced<T, L, CTAS, true>(a, pdl, stream)
-                            : launch_traced<T, L, CTAS, false>(a, pdl, stream);
-}
-
-template <typename T, int CTAS>
-cudaError_t launch_ln(const MlpDecodeArgs &a, DecodeDtype ln, bool pdl, cudaStream_t stream) {
-  if (ln == DecodeDtype::fp32) return launch_typed<T, float, CTAS>(a, pdl, stream);
-  return launch_typed<T, T, CTAS>(a, pdl, stream);
-}
-
-template <int CTAS>
-cudaError_t launch_act(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, bool pdl, cudaStream_t stream) {
-  switch (act) {
-    case DecodeDtype::bf16: return launch_ln<__nv_bfloat16, CTAS>(a, ln, pdl, stream);
-    case DecodeDtype::fp16: return launch_ln<__half, CTAS>(a, ln, pdl, stream);
-    default: return launch_ln<float, CTAS>(a, ln, pdl, stream);
-  }
-}
-
 }  // namespace
 
 cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
                               cudaStream_t stream) {
   if (a.BH <= 0) return cudaSuccess;
-  if (ln != DecodeDtype::fp32 && ln != act) return cudaErrorInvalidValue;
-  return ctas_per_sm >= 3 ? launch_act<3>(a, act, ln, pdl, stream) : launch_act<2>(a, act, ln, pdl, stream);
+  const bool traced = a.trace != nullptr, three = ctas_per_sm >= 3;
+  return dispatch_decode_dtypes(act, ln, [&]<typename T, typename L>() {
+    constexpr int dyn = H * F * sizeof(float);  // W2
+    if (three) {
+      return traced ? launch_decode_kernel<mlp_decode_kernel<T, L, 3, true>>(a, a.BH, THREADS, dyn, pdl, stream)
+                    : launch_decode_kernel<mlp_decode_kernel<T, L, 3, false>>(a, a.BH, THREADS, dyn, pdl, stream);
+    }
+    return traced ? launch_decode_kernel<mlp_decode_kernel<T, L, 2, true>>(a, a.BH, THREADS, dyn, pdl, stream)
+                  : launch_decode_kernel<mlp_decode_kernel<T, L, 2, false>>(a, a.BH, THREADS, dyn, pdl, stream);
+  });
 }
 
 }  // namespace ttt

@@ -1,6 +1,6 @@
-"""A few decode steps of the CUDA TTT-MLP kernel (both register budgets, both 16-bit dtypes, ln parameters in
-fp32 and in the activation dtype, positions 0..17 so one mini-batch end is crossed), for compute-sanitizer
-memcheck / racecheck: `compute-sanitizer --tool racecheck python scripts/sanitize_decode.py`."""
+"""A few decode steps of the CUDA decode kernels (TTT-MLP at both register budgets and TTT-Linear; both 16-bit
+dtypes, ln parameters in fp32 and in the activation dtype, positions 0..17 so one mini-batch end is crossed), for
+compute-sanitizer memcheck / racecheck: `compute-sanitizer --tool racecheck python scripts/sanitize_decode.py`."""
 
 import os
 import sys
@@ -13,12 +13,14 @@ from _decode_cases import make_case, step_inputs  # noqa: E402
 from ttt_infer.kernels import decode  # noqa: E402
 from ttt_infer.kernels.decode import cuda  # noqa: E402
 
-assert cuda.available(), "build the extension first: python -m ttt_infer.kernels.build"
-for ctas in (2, 3):
-    os.environ["TTT_DECODE_CONFIG"] = f"mlp=cu:8:{ctas}"
+assert cuda.available("mlp") and cuda.available("linear"), (
+    "build the extension first: python -m ttt_infer.kernels.build"
+)
+for kind, cfg in (("mlp", "cu:8:2"), ("mlp", "cu:8:3"), ("linear", "cu:4:8")):
+    os.environ["TTT_DECODE_CONFIG"] = f"{kind}={cfg}"
     for dtype in (torch.bfloat16, torch.float16):
         for ln_act in (False, True):
-            st, ins = make_case("mlp", B=1, nh=2, T=18, act_dtype=dtype, seed=ctas, device="cuda")
+            st, ins = make_case(kind, B=1, nh=2, T=18, act_dtype=dtype, seed=int(cfg[-1]), device="cuda")
             st = type(st)(**{k: v.float() for k, v in st.tensors().items()})
             if ln_act:
                 ins = ins[:4] + (ins[4].to(dtype), ins[5].to(dtype)) + ins[6:]

@@ -173,14 +173,12 @@ def test_forced_config_errors(monkeypatch):
 
 
 def test_cuda_variant_config_and_errors(monkeypatch):
-    """The CUDA TTT-MLP variant: a config of TTT-MLP only; its argument checks run before the extension is needed;
+    """The CUDA TTT-MLP variant: its configurations; its argument checks run before the extension is needed;
     it is a tuner candidate only where the compiled extension loads."""
     from ttt_infer.kernels.decode import cuda
 
     assert decode.tune._parse_config("mlp=cu:8:2", "mlp") == ("cu", 8, 2)
     assert decode.tune._parse_config("mlp=cu:8", "mlp") == ("cu", 8, 3)
-    with pytest.raises(ValueError, match="no variant 'cu' for TTT-linear"):
-        decode.tune._parse_config("linear=cu:8:3", "linear")
     st64, ins = make_case("mlp", B=1, nh=2, T=1, act_dtype=torch.float16, seed=5, device=DEV)
     st = as_dtype(st64, torch.float32)
     pos = torch.zeros(1, dtype=torch.int64, device=DEV)
@@ -203,7 +201,37 @@ def test_cuda_variant_config_and_errors(monkeypatch):
     if DEV == "cpu":
         assert not have
     assert (("cu", 8, 3) in decode.tune.candidates("mlp")) == have
-    assert all(c[0] != "cu" for c in decode.tune.candidates("linear"))
+
+
+def test_cuda_linear_variant_config_and_errors():
+    """The CUDA TTT-Linear variant: one configuration (cu:4:8, the default of "cu"); its argument checks run
+    before the extension is needed; it is a tuner candidate only where the compiled extension loads."""
+    from ttt_infer.kernels.decode import cuda
+
+    assert decode.tune._parse_config("linear=cu:4:8", "linear") == ("cu", 4, 8)
+    assert decode.tune._parse_config("linear=cu:4", "linear") == ("cu", 4, 8)
+    st64, ins = make_case("linear", B=1, nh=2, T=1, act_dtype=torch.float16, seed=6, device=DEV)
+    st = as_dtype(st64, torch.float32)
+    pos = torch.zeros(1, dtype=torch.int64, device=DEV)
+    _, _, _, args, _ = decode._kernel_args(st, *step_inputs(ins, 0), pos, torch.empty(1, 2, 1, F, device=DEV))
+    with pytest.raises(ValueError, match="cu:4:8, got cu:4:3"):
+        cuda.launch_linear(args, 4, 3)
+    bad = list(args)
+    bad[7] = pos.int()
+    with pytest.raises(TypeError, match="TTT-Linear decode kernel reads an int64 position"):
+        cuda.launch_linear(bad, 4, 8)
+    bad = list(args)
+    bad[4] = args[4].double()
+    with pytest.raises(TypeError, match="ln_w in fp32 or torch.float16"):
+        cuda.launch_linear(bad, 4, 8)
+    bad = list(args)
+    bad[10] = args[10][:, :, :8]  # rows of a mini-batch of 8
+    with pytest.raises(ValueError, match="mini-batch 16"):
+        cuda.launch_linear(bad, 4, 8)
+    have = cuda.available("linear")
+    if DEV == "cpu":
+        assert not have
+    assert (("cu", 4, 8) in decode.tune.candidates("linear")) == have
 
 
 def test_cuda_trace_buffer_is_checked():

@@ -123,6 +123,19 @@ def test_cuda_mlp_kernel_vs_float64_within_twice_reference(B, dtype, ln_act, cta
     _case("mlp", B, dtype, 37, ln_act=ln_act, tag=f"cu:{ctas}")
 
 
+@pytest.mark.parametrize("ln_act", [False, True], ids=["ln_fp32", "ln_act"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("B", [1, 7, 64])
+def test_cuda_linear_kernel_vs_float64_within_twice_reference(B, dtype, ln_act, monkeypatch):
+    """The CUDA TTT-Linear decode kernel forced (the tuner may or may not pick it), after a prompt of 37."""
+    from ttt_infer.kernels.decode import cuda
+
+    if not cuda.available("linear"):
+        pytest.skip("the compiled extension (with the CUDA TTT-Linear decode kernel) is not built")
+    monkeypatch.setenv("TTT_DECODE_CONFIG", "linear=cu:4:8")
+    _case("linear", B, dtype, 37, ln_act=ln_act, tag="cu")
+
+
 @pytest.mark.parametrize("p", [8, 15])
 @pytest.mark.parametrize("ctas", [2, 3])
 def test_cuda_mlp_traced_kernel_changes_nothing(ctas, p, monkeypatch):

@@ -36,6 +36,7 @@ SOURCES = [
     "ttt_linear_prefill_wgmma.cu",
     "ttt_mlp_prefill.cu",
     "ttt_mlp_decode.cu",
+    "ttt_linear_decode.cu",
 ]
 VARIANTS = {"native": ("_tk_prefill", None), "sm80": ("_tk_prefill_sm80", "8.0+PTX")}
 DEFAULT_ARCH_LIST = "8.0;9.0a"

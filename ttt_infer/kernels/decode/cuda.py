@@ -1,10 +1,12 @@
-"""The CUDA TTT-MLP decode kernel (csrc/ttt_mlp_decode.cu), the tuner's "cu" variant.
+"""The CUDA decode kernels, the tuner's "cu" variants: TTT-MLP (csrc/ttt_mlp_decode.cu) and TTT-Linear
+(csrc/ttt_linear_decode.cu).
 
-It lives in the compiled extension (`python -m ttt_infer.kernels.build`), so it is a candidate only where that
-loads on a CUDA device; the Triton variants need nothing but Triton. Same arguments and semantics as the Triton
-TTT-MLP kernels (one CTA of 256 threads per (sequence, head), W2 held in shared memory, see the .cu file);
-mini-batch 16 and an int64 position only (the model's cache); `n` of the configuration is the number of CTAs
-an SM the kernel's registers are budgeted for (2 or 3).
+They live in the compiled extension (`python -m ttt_infer.kernels.build`), so they are candidates only where
+that loads on a CUDA device; the Triton variants need nothing but Triton. Same arguments and semantics as the
+Triton kernels of their layer type; mini-batch 16 and an int64 position only (the model's cache). TTT-MLP: one
+CTA of 256 threads per (sequence, head), W2 held in shared memory; `n` of its configuration is the number of
+CTAs an SM its registers are budgeted for (2 or 3). TTT-Linear: one CTA of 128 threads per pair, eight an SM
+(`cu:4:8`, the only configuration).
 """
 
 from __future__ import annotations
@@ -25,27 +27,27 @@ TRACE_FIELDS = ("sm", "entry", "waited", "inputs", "z1", "z2k", "g2", "g1", "z2b
 _trace: torch.Tensor | None = None
 
 
-def available() -> bool:
-    """True when the extension with the CUDA decode kernel loads here (never raises)."""
+def available(kind: str = "mlp") -> bool:
+    """True when the extension with this layer type's CUDA decode kernel loads here (never raises)."""
     try:
-        _kernel()
+        _kernel(kind)
     except (KernelsUnavailable, ImportError, RuntimeError):
         return False
     return True
 
 
 @functools.cache
-def _kernel():
-    """The extension's `mlp_decode`, looked up once per process (not on every decode step); raises
-    KernelsUnavailable when there is no GPU, no built extension, or one built before this kernel existed.
-    Failures are not cached (functools.cache keeps only returned values)."""
+def _kernel(kind: str = "mlp"):
+    """The extension's `mlp_decode` or `linear_decode`, looked up once per process (not on every decode step);
+    raises KernelsUnavailable when there is no GPU, no built extension, or one built before this kernel
+    existed. Failures are not cached (functools.cache keeps only returned values)."""
     from ..prefill import _load
 
     if not torch.cuda.is_available():
-        raise KernelsUnavailable("the CUDA decode kernel needs a CUDA GPU")
-    fn = getattr(_load(), "mlp_decode", None)
+        raise KernelsUnavailable("the CUDA decode kernels need a CUDA GPU")
+    fn = getattr(_load(), f"{kind}_decode", None)
     if fn is None:
-        raise KernelsUnavailable("the compiled extension predates the CUDA decode kernel; rebuild it")
+        raise KernelsUnavailable(f"the compiled extension predates the CUDA TTT-{kind} decode kernel; rebuild it")
     return fn
 
 
@@ -66,18 +68,36 @@ def tracing(buf: torch.Tensor):
         _trace = prev
 
 
+def _check(kind: str, xq, ln_w, pos, K) -> None:
+    """What the CUDA kernels take beyond what decode/step.py's checks allow: mini-batch 16, an int64 position,
+    the LayerNorm's parameters in fp32 or the activations' dtype."""
+    name = f"the CUDA TTT-{'MLP' if kind == 'mlp' else 'Linear'} decode kernel"
+    if K.shape[-2] != MINI_BATCH:
+        raise ValueError(f"{name} takes mini-batch {MINI_BATCH}, got {K.shape[-2]}")
+    if pos.dtype != torch.int64:
+        raise TypeError(f"{name} reads an int64 position, got {pos.dtype}")
+    if ln_w.dtype not in (torch.float32, xq.dtype):
+        raise TypeError(f"{name} takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
+
+
 def launch_mlp(args: list, ctas_per_sm: int) -> None:
     """args: the Triton TTT-MLP kernels' argument list (decode/step.py `_kernel_args`)."""
     (xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, _nprog, eps, sv) = args
-    if K.shape[-2] != MINI_BATCH:
-        raise ValueError(f"the CUDA TTT-MLP decode kernel takes mini-batch {MINI_BATCH}, got {K.shape[-2]}")
-    if pos.dtype != torch.int64:
-        raise TypeError(f"the CUDA TTT-MLP decode kernel reads an int64 position, got {pos.dtype}")
-    if ln_w.dtype not in (torch.float32, xq.dtype):
-        raise TypeError(f"the CUDA TTT-MLP decode kernel takes ln_w in fp32 or {xq.dtype}, got {ln_w.dtype}")
+    _check("mlp", xq, ln_w, pos, K)
     if ctas_per_sm not in (2, 3):
         raise ValueError(f"cu:<warps>:<ctas per SM>: 2 or 3, got {ctas_per_sm}")
     if _trace is not None and _trace.shape[0] < W1.shape[0] * W1.shape[1]:
         raise ValueError(f"the trace buffer has {_trace.shape[0]} rows for {W1.shape[0] * W1.shape[1]} pairs")
-    _kernel()(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps, ctas_per_sm,
-              pdl.enabled(xq.device), _trace)  # fmt: skip
+    _kernel("mlp")(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W1, b1, W2, b2, K, G1, X2, G2, LR, out, nh, sv, eps,
+                   ctas_per_sm, pdl.enabled(xq.device), _trace)  # fmt: skip
+
+
+def launch_linear(args: list, warps: int, ctas_per_sm: int) -> None:
+    """args: the Triton TTT-Linear kernels' argument list (decode/step.py `_kernel_args`); the configuration
+    must be cu:4:8 (128 threads a CTA, eight CTAs an SM: what the kernel is compiled for)."""
+    (xq, xk, xv, lr, ln_w, ln_b, tau, pos, W, b, K, G, LR, out, nh, _nprog, eps, sv) = args
+    _check("linear", xq, ln_w, pos, K)
+    if (warps, ctas_per_sm) != (4, 8):
+        raise ValueError(f"the CUDA TTT-Linear decode kernel's configuration is cu:4:8, got cu:{warps}:{ctas_per_sm}")
+    _kernel("linear")(xq, xk, xv, lr, ln_w, ln_b, tau, pos, W, b, K, G, LR, out, nh, sv, eps,
+                      pdl.enabled(xq.device))  # fmt: skip

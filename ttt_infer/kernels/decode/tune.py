@@ -16,6 +16,7 @@ if triton is not None:
         ("linear", "mh"): _ttt_linear_decode_mh,
         ("linear", "v3"): _ttt_linear_decode_v3,
         ("linear", "ps"): _ttt_linear_decode_ps,
+        ("linear", "cu"): None,  # CUDA, in the compiled extension (decode/cuda.py)
         ("mlp", "v1"): _ttt_mlp_decode,
         ("mlp", "chunk"): _ttt_mlp_decode_chunked,
         ("mlp", "v3"): _ttt_mlp_decode_v3,
@@ -25,7 +26,8 @@ if triton is not None:
 # A configuration: (variant, num_warps, n): n = heads per program (linear "mh"), hidden chunk (mlp "chunk"),
 # flags for linear "v3" (bit 0: rows loaded after the matvecs, bit 1: cache hints), NS * 10 + programs per
 # SM for linear "ps", EV * 10000 + NS * 1000 + hidden chunk for mlp "v3" (NS: pipelining stages), CTAs an SM
-# for mlp "cu" (the CUDA kernel; a candidate only where the compiled extension loads: `candidates`).
+# for the "cu" variants (the CUDA kernels; candidates only where the compiled extension loads: `candidates`;
+# TTT-Linear's is compiled for 4 warps and 8 CTAs an SM only).
 # The tuner's candidates. "mh" and "chunk" were slower on the H200 at every batch measured
 # (docs/perf-notes.md, "Decode (Triton)"); they stay selectable through TTT_DECODE_CONFIG and tested.
 # Linear "v3" at 2 warps: rows loaded up front (n = 0) take 154 registers (6 programs an SM), loaded after the
@@ -50,6 +52,7 @@ CANDIDATES = {
         ("ps", 4, 33),
         ("ps", 4, 34),
         ("ps", 8, 32),
+        ("cu", 4, 8),
     ],
     "mlp": [
         ("v1", 8, 0),
@@ -90,7 +93,7 @@ def _parse_config(text: str, kind: str) -> tuple[str, int, int] | None:
                 "chunk": 64,
                 "v3": 0 if kind == "linear" else 2064,
                 "ps": 34,
-                "cu": 3,
+                "cu": 3 if kind == "mlp" else 8,
             }[variant]
         )
         if (kind, variant) not in _KERNELS:
@@ -120,7 +123,7 @@ def candidates(kind: str) -> list[tuple[str, int, int]]:
     """The tuner's candidates for this layer type here: the CUDA ones only where the extension loads."""
     from . import cuda
 
-    have_cuda = cuda.available()
+    have_cuda = cuda.available(kind)
     return [c for c in CANDIDATES[kind] if c[0] != "cu" or have_cuda]
 
 
@@ -129,7 +132,7 @@ def _launch(kind: str, nprog: int, args: list, cfg: tuple[str, int, int], consts
     if variant == "cu":
         from . import cuda
 
-        return cuda.launch_mlp(args, n)
+        return cuda.launch_mlp(args, n) if kind == "mlp" else cuda.launch_linear(args, warps, n)
     kern = _KERNELS[(kind, variant)]
     if variant == "mh":
         kern[(nprog // n,)](*args, num_warps=warps, HPP=n, **consts)
