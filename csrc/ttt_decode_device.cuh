@@ -59,9 +59,10 @@ __device__ __forceinline__ void pdl_wait_then_release() {
 }  // namespace decode_dev
 
 // Calls launch.template operator()<T, L>() for the activation type T of `act` and the LayerNorm parameters'
-// type L (fp32, or T itself); any other pair is an invalid value.
+// type L (fp32, or T itself); any other pair is an invalid value. (A functor with a member template rather
+// than a C++20 templated lambda: the image's nvcc 12.5 front end is not available to test here.)
 template <typename Launch>
-cudaError_t dispatch_decode_dtypes(DecodeDtype act, DecodeDtype ln, Launch &&launch) {
+cudaError_t dispatch_decode_dtypes(DecodeDtype act, DecodeDtype ln, const Launch &launch) {
   if (ln != DecodeDtype::fp32 && ln != act) return cudaErrorInvalidValue;
   const bool ln32 = ln == DecodeDtype::fp32;
   switch (act) {

@@ -170,14 +170,23 @@ __global__ void __launch_bounds__(THREADS, CTAS) linear_decode_kernel(const Line
   }
 }
 
+// the launch for one pair of types (dispatch_decode_dtypes)
+struct LinearLaunch {
+  const LinearDecodeArgs &a;
+  bool pdl;
+  cudaStream_t stream;
+  template <typename T, typename L>
+  cudaError_t operator()() const {
+    return launch_decode_kernel<linear_decode_kernel<T, L>>(a, a.BH, THREADS, 0, pdl, stream);
+  }
+};
+
 }  // namespace
 
 cudaError_t launch_linear_decode(const LinearDecodeArgs &a, DecodeDtype act, DecodeDtype ln, bool pdl,
                                  cudaStream_t stream) {
   if (a.BH <= 0) return cudaSuccess;
-  return dispatch_decode_dtypes(act, ln, [&]<typename T, typename L>() {
-    return launch_decode_kernel<linear_decode_kernel<T, L>>(a, a.BH, THREADS, 0, pdl, stream);
-  });
+  return dispatch_decode_dtypes(act, ln, LinearLaunch{a, pdl, stream});
 }
 
 }  // namespace ttt

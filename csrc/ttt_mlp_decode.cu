@@ -461,21 +461,30 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   trace_mark<TRACE>(a, pid, kTraceUpdate);  // thread 0's stores issued (not necessarily landed)
 }
 
-}  // namespace
-
-cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
-                              cudaStream_t stream) {
-  if (a.BH <= 0) return cudaSuccess;
-  const bool traced = a.trace != nullptr, three = ctas_per_sm >= 3;
-  return dispatch_decode_dtypes(act, ln, [&]<typename T, typename L>() {
+// the launch for one pair of types (dispatch_decode_dtypes): the CTAs-an-SM budget and the traced flag
+struct MlpLaunch {
+  const MlpDecodeArgs &a;
+  bool three, pdl;
+  cudaStream_t stream;
+  template <typename T, typename L>
+  cudaError_t operator()() const {
     constexpr int dyn = H * F * sizeof(float);  // W2
+    const bool traced = a.trace != nullptr;
     if (three) {
       return traced ? launch_decode_kernel<mlp_decode_kernel<T, L, 3, true>>(a, a.BH, THREADS, dyn, pdl, stream)
                     : launch_decode_kernel<mlp_decode_kernel<T, L, 3, false>>(a, a.BH, THREADS, dyn, pdl, stream);
     }
     return traced ? launch_decode_kernel<mlp_decode_kernel<T, L, 2, true>>(a, a.BH, THREADS, dyn, pdl, stream)
                   : launch_decode_kernel<mlp_decode_kernel<T, L, 2, false>>(a, a.BH, THREADS, dyn, pdl, stream);
-  });
+  }
+};
+
+}  // namespace
+
+cudaError_t launch_mlp_decode(const MlpDecodeArgs &a, DecodeDtype act, DecodeDtype ln, int ctas_per_sm, bool pdl,
+                              cudaStream_t stream) {
+  if (a.BH <= 0) return cudaSuccess;
+  return dispatch_decode_dtypes(act, ln, MlpLaunch{a, ctas_per_sm >= 3, pdl, stream});
 }
 
 }  // namespace ttt
