@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <optional>
+#include <utility>
 
 #include "ttt_decode.h"
 #include "ttt_prefill.h"
@@ -101,12 +102,11 @@ ttt::DecodeDtype decode_dtype(const torch::Tensor &x, const char *name) {
   return ttt::DecodeDtype::fp32;
 }
 
-// One TTT-MLP decode step (csrc/ttt_mlp_decode.cu); the Python side (kernels/decode/cuda.py) checks shapes.
-void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lr, torch::Tensor ln_w,
-                torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W1, torch::Tensor b1,
-                torch::Tensor W2, torch::Tensor b2, torch::Tensor K, torch::Tensor G1, torch::Tensor X2,
-                torch::Tensor G2, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv, double eps,
-                int64_t ctas_per_sm, bool pdl, std::optional<torch::Tensor> trace) {
+// The checks both CUDA decode steps make on the token's inputs; returns the activations' and the LayerNorm
+// parameters' dtypes.
+std::pair<ttt::DecodeDtype, ttt::DecodeDtype> check_decode_token(const torch::Tensor &q, const torch::Tensor &k,
+                                                                 const torch::Tensor &v, const torch::Tensor &ln_w,
+                                                                 const torch::Tensor &ln_b, const torch::Tensor &pos) {
   const auto act = decode_dtype(q, "q");
   for (auto *p : {&q, &k}) check(*p, "q/k", q.scalar_type());
   TORCH_CHECK(v.is_cuda() && v.scalar_type() == q.scalar_type() && v.stride(-1) == 1, "v: CUDA, q's dtype, unit stride");
@@ -116,6 +116,16 @@ void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor
   check(ln_w, "ln_w", ln_w.scalar_type());
   check(ln_b, "ln_b", ln_w.scalar_type());
   check(pos, "pos", at::kLong);
+  return {act, ln};
+}
+
+// One TTT-MLP decode step (csrc/ttt_mlp_decode.cu); the Python side (kernels/decode/cuda.py) checks shapes.
+void mlp_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor lr, torch::Tensor ln_w,
+                torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W1, torch::Tensor b1,
+                torch::Tensor W2, torch::Tensor b2, torch::Tensor K, torch::Tensor G1, torch::Tensor X2,
+                torch::Tensor G2, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv, double eps,
+                int64_t ctas_per_sm, bool pdl, std::optional<torch::Tensor> trace) {
+  const auto [act, ln] = check_decode_token(q, k, v, ln_w, ln_b, pos);
   for (auto *p : {&lr, &tau, &W1, &b1, &W2, &b2, &K, &G1, &X2, &G2, &LR, &out}) check(*p, "fp32 argument", at::kFloat);
   c10::cuda::CUDAGuard guard(q.device());
   ttt::MlpDecodeArgs a{q.data_ptr(), k.data_ptr(), v.data_ptr(), lr.data_ptr<float>(), ln_w.data_ptr(),
@@ -139,15 +149,7 @@ void linear_decode(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Ten
                    torch::Tensor ln_b, torch::Tensor tau, torch::Tensor pos, torch::Tensor W, torch::Tensor b,
                    torch::Tensor K, torch::Tensor G, torch::Tensor LR, torch::Tensor out, int64_t nh, int64_t sv,
                    double eps, bool pdl) {
-  const auto act = decode_dtype(q, "q");
-  for (auto *p : {&q, &k}) check(*p, "q/k", q.scalar_type());
-  TORCH_CHECK(v.is_cuda() && v.scalar_type() == q.scalar_type() && v.stride(-1) == 1, "v: CUDA, q's dtype, unit stride");
-  TORCH_CHECK(ln_w.scalar_type() == ln_b.scalar_type(), "ln_w and ln_b must share a dtype");
-  const auto ln = decode_dtype(ln_w, "ln_w");
-  TORCH_CHECK(ln == ttt::DecodeDtype::fp32 || ln == act, "ln_w must be fp32 or the activations' dtype");
-  check(ln_w, "ln_w", ln_w.scalar_type());
-  check(ln_b, "ln_b", ln_w.scalar_type());
-  check(pos, "pos", at::kLong);
+  const auto [act, ln] = check_decode_token(q, k, v, ln_w, ln_b, pos);
   for (auto *p : {&lr, &tau, &W, &b, &K, &G, &LR, &out}) check(*p, "fp32 argument", at::kFloat);
   c10::cuda::CUDAGuard guard(q.device());
   ttt::LinearDecodeArgs a{q.data_ptr(), k.data_ptr(), v.data_ptr(), lr.data_ptr<float>(), ln_w.data_ptr(),

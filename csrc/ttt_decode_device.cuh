@@ -32,6 +32,24 @@ __device__ __forceinline__ void warp_ln_stats(const float (&z)[2], float eps, fl
   rstd = rsqrtf(var + eps);
 }
 
+// The inner LayerNorm's fused L2-loss gradient, d/dz 1/2 ||lnw * LN(z) + lnb - tgt||^2, for 64 features held two
+// a lane (lane, lane + 32) by one warp; lnw, lnb, tgt: [64] (shared memory)
+__device__ __forceinline__ void warp_ln_l2_bwd(const float (&z)[2], const float *lnw, const float *lnb,
+                                               const float *tgt, float eps, int lane, float (&g)[2]) {
+  float mu, rstd, xh[2], gh[2];
+  warp_ln_stats(z, eps, mu, rstd);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int f = lane + 32 * h;
+    xh[h] = (z[h] - mu) * rstd;
+    gh[h] = lnw[f] * (lnw[f] * xh[h] + lnb[f] - tgt[f]);
+  }
+  const float sg = warp_sum(gh[0] + gh[1]);
+  const float sgx = warp_sum(gh[0] * xh[0] + gh[1] * xh[1]);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) g[h] = (F * gh[h] - sg - xh[h] * sgx) * (rstd / F);
+}
+
 // 16-byte asynchronous copy global -> shared, both addresses base + OFF (one base register each)
 template <int OFF>
 __device__ __forceinline__ void cp_async16(unsigned smem, const void *gmem) {

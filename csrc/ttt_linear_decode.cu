@@ -112,25 +112,16 @@ __global__ void __launch_bounds__(THREADS, CTAS) linear_decode_kernel(const Line
 
   // warp 0, two features a lane: g = LN-L2 backward of zk against v - k; zbar; out = q + LN(zbar)
   if (warp == 0) {
-    float z[2], xh[2], gh[2], g[2], mu, rstd;
+    float z[2], g[2], mu, rstd;
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int f = lane + 32 * hh;
       z[hh] = s.part[0][0][f] + s.part[1][0][f] + bias[hh];
     }
-    warp_ln_stats(z, a.eps, mu, rstd);
+    warp_ln_l2_bwd(z, s.lnw, s.lnb, s.tgt, a.eps, lane, g);
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int f = lane + 32 * hh;
-      xh[hh] = (z[hh] - mu) * rstd;
-      gh[hh] = s.lnw[f] * (s.lnw[f] * xh[hh] + s.lnb[f] - s.tgt[f]);
-    }
-    const float sg = warp_sum(gh[0] + gh[1]);
-    const float sgx = warp_sum(gh[0] * xh[0] + gh[1] * xh[1]);
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int f = lane + 32 * hh;
-      g[hh] = (F * gh[hh] - sg - xh[hh] * sgx) * (rstd / F);
       s.G[p][f] = g[hh];
       a.G[(pid * MB + p) * F + f] = g[hh];
       float c = s.a[p] * g[hh];

@@ -292,28 +292,18 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
 
   // g2 = LN-L2 backward of z2k against v - k (warp 0, two features a lane)
   if (warp == 0) {
-    float z[2], gh[2], xh[2];
+    float z[2], g[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int f = lane + 32 * h;  // b2 of feature lane is this thread's b2 (fo = lane in warp 0)
       z[h] = z2_total(h == 0 ? b2 : a.b2[pid * F + f], s.part, f);
     }
-    float mu, rstd;
-    warp_ln_stats(z, a.eps, mu, rstd);
+    warp_ln_l2_bwd(z, s.lnw, s.lnb, s.tgt, a.eps, lane, g);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int f = lane + 32 * h;
-      xh[h] = (z[h] - mu) * rstd;
-      gh[h] = s.lnw[f] * (s.lnw[f] * xh[h] + s.lnb[f] - s.tgt[f]);
-    }
-    const float sg = warp_sum(gh[0] + gh[1]);
-    const float sgx = warp_sum(gh[0] * xh[0] + gh[1] * xh[1]);
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int f = lane + 32 * h;
-      const float g = (F * gh[h] - sg - xh[h] * sgx) * (rstd / F);
-      s.g2[f] = g;
-      a.G2[(pid * MB + p) * F + f] = g;
+      s.g2[f] = g[h];
+      a.G2[(pid * MB + p) * F + f] = g[h];
     }
   }
   __syncthreads();

@@ -172,66 +172,46 @@ def test_forced_config_errors(monkeypatch):
         _call(st, xs, pos)
 
 
-def test_cuda_variant_config_and_errors(monkeypatch):
-    """The CUDA TTT-MLP variant: its configurations; its argument checks run before the extension is needed;
-    it is a tuner candidate only where the compiled extension loads."""
+@pytest.mark.parametrize(
+    "kind, configs, default, bad_config, cfg, rows",
+    [
+        ("mlp", {"cu:8:2": ("cu", 8, 2)}, ("cu", 8, 3), ((8, 4), "2 or 3"), (8, 3), 12),
+        ("linear", {"cu:4:8": ("cu", 4, 8)}, ("cu", 4, 8), ((4, 3), "cu:4:8, got cu:4:3"), (4, 8), 10),
+    ],
+)
+def test_cuda_variant_config_and_errors(kind, configs, default, bad_config, cfg, rows):
+    """The CUDA variants (TTT-MLP: cu:8:2 / cu:8:3; TTT-Linear: cu:4:8 only): their configurations; their argument
+    checks run before the extension is needed (args[rows]: the state's K rows); each is a tuner candidate only
+    where the compiled extension with it loads."""
     from ttt_infer.kernels.decode import cuda
 
-    assert decode.tune._parse_config("mlp=cu:8:2", "mlp") == ("cu", 8, 2)
-    assert decode.tune._parse_config("mlp=cu:8", "mlp") == ("cu", 8, 3)
-    st64, ins = make_case("mlp", B=1, nh=2, T=1, act_dtype=torch.float16, seed=5, device=DEV)
+    for text, want in configs.items():
+        assert decode.tune._parse_config(f"{kind}={text}", kind) == want
+    assert decode.tune._parse_config(f"{kind}=cu:{default[1]}", kind) == default
+    st64, ins = make_case(kind, B=1, nh=2, T=1, act_dtype=torch.float16, seed=5, device=DEV)
     st = as_dtype(st64, torch.float32)
     pos = torch.zeros(1, dtype=torch.int64, device=DEV)
     _, _, _, args, _ = decode._kernel_args(st, *step_inputs(ins, 0), pos, torch.empty(1, 2, 1, F, device=DEV))
-    with pytest.raises(ValueError, match="2 or 3"):
-        cuda.launch_mlp(args, 4)
-    bad = list(args)
-    bad[7] = pos.int()
-    with pytest.raises(TypeError, match="int64 position"):
-        cuda.launch_mlp(bad, 3)
-    bad = list(args)
-    bad[4] = args[4].double()
-    with pytest.raises(TypeError, match="ln_w in fp32 or torch.float16"):
-        cuda.launch_mlp(bad, 3)
-    bad = list(args)
-    bad[12] = args[12][:, :, :8]  # rows of a mini-batch of 8
-    with pytest.raises(ValueError, match="mini-batch 16"):
-        cuda.launch_mlp(bad, 3)
-    have = cuda.available()
+
+    def launch(a, c):
+        return cuda.launch_mlp(a, c[1]) if kind == "mlp" else cuda.launch_linear(a, *c)
+
+    with pytest.raises(ValueError, match=bad_config[1]):
+        launch(args, bad_config[0])
+    name = "TTT-MLP" if kind == "mlp" else "TTT-Linear"
+    for index, value, exc, msg in (
+        (7, pos.int(), TypeError, f"{name} decode kernel reads an int64 position"),
+        (4, args[4].double(), TypeError, "ln_w in fp32 or torch.float16"),
+        (rows, args[rows][:, :, :8], ValueError, "mini-batch 16"),  # rows of a mini-batch of 8
+    ):
+        bad = list(args)
+        bad[index] = value
+        with pytest.raises(exc, match=msg):
+            launch(bad, cfg)
+    have = cuda.available(kind)
     if DEV == "cpu":
         assert not have
-    assert (("cu", 8, 3) in decode.tune.candidates("mlp")) == have
-
-
-def test_cuda_linear_variant_config_and_errors():
-    """The CUDA TTT-Linear variant: one configuration (cu:4:8, the default of "cu"); its argument checks run
-    before the extension is needed; it is a tuner candidate only where the compiled extension loads."""
-    from ttt_infer.kernels.decode import cuda
-
-    assert decode.tune._parse_config("linear=cu:4:8", "linear") == ("cu", 4, 8)
-    assert decode.tune._parse_config("linear=cu:4", "linear") == ("cu", 4, 8)
-    st64, ins = make_case("linear", B=1, nh=2, T=1, act_dtype=torch.float16, seed=6, device=DEV)
-    st = as_dtype(st64, torch.float32)
-    pos = torch.zeros(1, dtype=torch.int64, device=DEV)
-    _, _, _, args, _ = decode._kernel_args(st, *step_inputs(ins, 0), pos, torch.empty(1, 2, 1, F, device=DEV))
-    with pytest.raises(ValueError, match="cu:4:8, got cu:4:3"):
-        cuda.launch_linear(args, 4, 3)
-    bad = list(args)
-    bad[7] = pos.int()
-    with pytest.raises(TypeError, match="TTT-Linear decode kernel reads an int64 position"):
-        cuda.launch_linear(bad, 4, 8)
-    bad = list(args)
-    bad[4] = args[4].double()
-    with pytest.raises(TypeError, match="ln_w in fp32 or torch.float16"):
-        cuda.launch_linear(bad, 4, 8)
-    bad = list(args)
-    bad[10] = args[10][:, :, :8]  # rows of a mini-batch of 8
-    with pytest.raises(ValueError, match="mini-batch 16"):
-        cuda.launch_linear(bad, 4, 8)
-    have = cuda.available("linear")
-    if DEV == "cpu":
-        assert not have
-    assert (("cu", 4, 8) in decode.tune.candidates("linear")) == have
+    assert (default in decode.tune.candidates(kind)) == have
 
 
 def test_cuda_trace_buffer_is_checked():
