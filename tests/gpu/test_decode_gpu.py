@@ -201,9 +201,7 @@ def _model(kind):
     return model
 
 
-@pytest.mark.parametrize("kind", ["linear", "mlp"])
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_graph_replay_equals_eager(kind, temperature):
+def _graph_equals_eager(kind, temperature):
     model = _model(kind)
     prompt = torch.randint(0, 512, (3, 37), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     runs = []
@@ -212,6 +210,24 @@ def test_graph_replay_equals_eager(kind, temperature):
         runs.append(model.generate(prompt, 40, temperature=temperature, top_k=50, generator=g, cuda_graph=graph))
     assert runs[0].shape == (3, 77)
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_graph_replay_equals_eager(kind, temperature):
+    _graph_equals_eager(kind, temperature)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_graph_replay_equals_eager_cuda_step(kind, monkeypatch):
+    """The same with the TTT layer's step forced to its CUDA kernel (the tuner picks it at large batches only, which
+    the test above does not reach): the position comes from the device tensor in a replayed graph too."""
+    from ttt_infer.kernels.decode import cuda
+
+    if not cuda.available(kind):
+        pytest.skip(f"the compiled extension (with the CUDA TTT-{kind} decode kernel) is not built")
+    monkeypatch.setenv("TTT_DECODE_CONFIG", "linear=cu:4:8,mlp=cu:8:3")
+    _graph_equals_eager(kind, 0.0)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
