@@ -20,12 +20,12 @@
 namespace ttt {
 namespace {
 
-using namespace decode_dev;  // F, MB, to_f, warp_sum, warp_ln_stats, cp.async, the PDL entry
+using namespace decode_dev;  // F, MB and the helpers both CUDA decode steps use (ttt_decode_device.cuh)
 
 constexpr int THREADS = 128;
 constexpr int CTAS = 8;  // CTAs an SM (shared memory: ~27 KB a CTA)
 
-struct alignas(16) LinearSmem {  // float4 reads of W's chunks, q, k
+struct alignas(16) LinearSmem {  // 16-byte cp.async destinations (W, K, G), float4 reads of q, k
   float W[F * F];                // [f][j]
   float K[MB][F], G[MB][F];      // rows s <= p (row p: this token's k, g)
   float q[F], k[F], tgt[F], lnw[F], lnb[F];  // tgt = v - k

@@ -25,7 +25,7 @@
 namespace ttt {
 namespace {
 
-using namespace decode_dev;  // F, MB, to_f, warp_sum, warp_ln_stats, cp.async, the PDL entry
+using namespace decode_dev;  // F, MB and the helpers both CUDA decode steps use (ttt_decode_device.cuh)
 
 constexpr int H = 256;
 constexpr int THREADS = 256;
