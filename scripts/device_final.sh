@@ -23,8 +23,9 @@
 #   MODE=pdl     programmatic dependent launch: its tests, same-run A/B of the decode bench (TTT_INFER_PDL=0/1),
 #                then the sweep's TTT decode points with the fastest setting (SWEEP_TTT=1)
 #   MODE=ab      the same with another setting: AB_VAR (e.g. TTT_INFER_DECODE_SPLIT) over AB_SETTINGS, tests TESTS_K
-#   MODE=ncu_step Nsight Compute on the TTT-layer decode step kernels at STEP_BATCH rows (TTT-MLP's CUDA kernel
-#                and TTT-Linear's Triton v3; STEP_CONFIGS), the mini-batch's middle (p = 8) and its end (p = 15)
+#   MODE=ncu_step Nsight Compute on the TTT-layer decode step kernels at STEP_BATCH rows (by default TTT-MLP's
+#                CUDA kernel and TTT-Linear's Triton v3; STEP_CONFIGS, e.g. linear=cu:4:8), the mini-batch's middle
+#                (p = 8) and its end (p = 15: duration, L2 hit rate)
 #   MODE=trace_step the CUDA TTT-MLP step's timeline, CTA by CTA (scripts/trace_decode_step.py): the traced
 #                kernel's GPU test, then one traced launch a point (TRACE_CONFIGS x TRACE_BATCHES x p = 8, 15)
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
@@ -285,7 +286,7 @@ ncu_step)
   # sections; the SASS lines' samples (csv) of the full set, summarized by scripts/ncu_stalls.py; ~3 min
   for cfg in ${STEP_CONFIGS:-mlp=cu:8:2 linear=v3:2:0}; do
     kind=${cfg%%=*}; tag=${cfg//[=:]/_}
-    regex=$([ "$kind" = mlp ] && echo mlp_decode || echo ttt_linear_decode)
+    regex=${kind}_decode  # the Triton kernels (_ttt_<kind>_decode...) and the CUDA ones (<kind>_decode_kernel)
     timeout "${NCU_S:-100}" ncu --set full --import-source yes -k "regex:$regex" --launch-skip 2 -c 1 \
       -o "$W/ncu_$tag" -f python3 scripts/profile_decode_step.py --kind "$kind" --batch "${STEP_BATCH:-512}" \
       --config "$cfg" --position 8 > "$W/ncu_${tag}_run.log" 2>&1
@@ -300,6 +301,8 @@ ncu_step)
     grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible" \
       "$W/ncu_$tag.txt" | head -30
     python3 scripts/ncu_stalls.py "$W/ncu_${tag}_sass.csv" --top 8 --phases  # the stall reasons and where they sit
+    echo "== $cfg p=15"
+    grep -E "Duration|Memory Throughput|L2 Hit Rate|Mem Busy" "$W/ncu_${tag}_p15.txt" | head -10
   done
   ;;
 pdl|ab)
