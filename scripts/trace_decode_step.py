@@ -8,12 +8,13 @@ those marks (same registers and spills as the normal one: one thread's global st
 launch: the span, how long a CTA lives (all of them, and those still alive once fewer than 90% of the peak are:
 the tail), how many CTAs are alive over time, how long the ramp and the tail last, how evenly the SMs finish,
 and the phases' durations (all CTAs, and the tail's). Tail CTAs that live as long as the others point to a
-CTA's own chain; shorter lives there point to contention for bandwidth in the full waves. docs/perf-notes.md ("waves plus one lifetime") says what it is for: whether
-the ~20 us a step on top of the streaming rate is the tail of the last wave, and which phases make a CTA's life.
+CTA's own chain; shorter lives there point to contention for bandwidth in the full waves. docs/perf-notes.md
+("The TTT-MLP step's timeline, CTA by CTA") has what it found (run 40).
 
 The same random state as scripts/profile_decode_step.py (bf16 activations, fp32 state). Each point also times
-the normal (untraced) kernel with CUDA events, so the marks' own cost shows. Needs a CUDA GPU and the built
-extension; `summarize` (the analysis) is plain Python, tested on the CPU.
+the normal (untraced) kernel with CUDA events over a few eager launches, beside the traced span: at small batches
+that time is the host's launch cost (e.g. ~55 us at B=16 against a ~26 us span), not the kernel's. Needs a CUDA
+GPU and the built extension; `summarize` (the analysis) is plain Python, tested on the CPU.
 """
 
 from __future__ import annotations
