@@ -264,7 +264,7 @@ def main() -> int:
         torch.cuda.empty_cache()
 
     print(f"\n== TTT layer step alone ({args.dtype} activations, fp32 state, nh=32; mean of the 16 positions) ==")
-    print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} config (tuning: us at p=8)")
+    print(f"{'kind':6} {'B':>4} {'us':>8} {'GB/s':>7} {'limit us':>9} {'frac':>5} config (tuning, us: (15 x p=8 + p=15) / 16)")
     for r in rows:
         if r.get("bench") == "layer":
             print(
