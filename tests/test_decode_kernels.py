@@ -214,6 +214,13 @@ def test_cuda_variant_config_and_errors(kind, configs, default, bad_config, cfg,
     assert (default in decode.tune.candidates(kind)) == have
 
 
+def test_tuned_configs_report(monkeypatch):
+    """What the tuner picked, as reports write it (verify's summary.json): one readable key a shape."""
+    monkeypatch.setattr(decode.tune, "TUNED", {("mlp", 1024, torch.bfloat16): ("cu", 8, 2),
+                                               ("linear", 512, torch.float16): ("v3", 2, 3)})  # fmt: skip
+    assert decode.tuned_configs() == {"linear 512 pairs float16": "v3:2:3", "mlp 1024 pairs bfloat16": "cu:8:2"}
+
+
 def test_cuda_trace_buffer_is_checked():
     """The CUDA step's optional timeline (cuda.tracing, scripts/trace_decode_step.py) takes only a contiguous
     CUDA int64 [pairs, TRACE_SLOTS] buffer, and is off again after the block."""

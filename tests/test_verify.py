@@ -273,6 +273,7 @@ def test_cli_pass_end_to_end(tmp_path, capsys):
     assert s["passed"] is True and s["n_failed"] == 0
     assert set(s["results"]) == {"linear", "mlp"} and set(s["results"]["linear"]) >= {"fp16", "bf16"}
     assert s["env"]["torch"] == torch.__version__ and s["thresholds"]["max_token_diff"] == 0.01
+    assert s["decode_kernel_configs"] == {}  # the reference candidate: no decode kernels tuned
     graph = [c for c in s["checks"] if c["name"] == "graph.replay_vs_eager"]
     assert len(graph) == 4 and all(c["status"] == NOT_RUN for c in graph)  # never reported as passed on CPU
     assert all(c["status"] == PASS for c in s["checks"] if c["name"] != "graph.replay_vs_eager")
@@ -343,3 +344,13 @@ def test_cli_checkpoint_directories(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none")
 def test_cli_cuda_without_gpu_exits_2(tmp_path):
     assert main([*TINY_ARGS, "--device", "cuda", "--out", str(tmp_path)]) == 2
+
+
+def test_summary_names_the_tuned_decode_kernels(monkeypatch):
+    """summary.json says which decode kernel configurations the tuner picked for the kernel candidate."""
+    from ttt_infer.kernels.decode import tune
+    from ttt_infer.verify.run import _decode_kernel_configs
+
+    monkeypatch.setattr(tune, "TUNED", {("linear", 1024, torch.float16): ("cu", 4, 8)})
+    assert _decode_kernel_configs(_vc(candidate="kernels")) == {"linear 1024 pairs float16": "cu:4:8"}
+    assert _decode_kernel_configs(_vc(candidate="reference")) == {}

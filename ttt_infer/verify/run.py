@@ -431,6 +431,16 @@ def _print_layer_dtype(log, layer: str, dname: str, res: dict) -> None:
         )
 
 
+def _decode_kernel_configs(vc: VerifyConfig) -> dict[str, str]:
+    """The decode kernel configurations the tuner picked for the kernel candidate so far ({} for others; those
+    forced through TTT_DECODE_CONFIG are in env.settings)."""
+    if vc.candidate != "kernels":
+        return {}
+    from ..kernels import decode
+
+    return decode.tuned_configs()
+
+
 def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str], None] = print) -> dict:
     """All runs and checks; writes summary.json and the figures to out_dir (when given). Returns the summary.
 
@@ -476,6 +486,7 @@ def run_verify(vc: VerifyConfig, out_dir: str | Path | None, log: Callable[[str]
             ),
             checks=checks,
             results=results,
+            decode_kernel_configs=_decode_kernel_configs(vc),
         )
 
     summary = summarize(False)

@@ -34,7 +34,7 @@ TTT_DECODE_CONFIG="linear=ps:4:33,mlp=v3:4:2064" (variant:num_warps[:n] per laye
 
 from .common import HEAD_DIM, LN_EPS, MLP_HIDDEN, _interpreting, check_available
 from .step import DecodeKernelBackend, _kernel_args, ttt_decode_step
-from .tune import CANDIDATES, DEFAULT, TIMINGS, TUNED, _tune
+from .tune import CANDIDATES, DEFAULT, TIMINGS, TUNED, _tune, tuned_configs
 
 __all__ = [
     "CANDIDATES",
@@ -48,6 +48,7 @@ __all__ = [
     "_interpreting",
     "_kernel_args",
     "_tune",
+    "tuned_configs",
     "check_available",
     "ttt_decode_step",
 ]

@@ -76,6 +76,14 @@ TUNED: dict[tuple[str, int, torch.dtype], tuple[str, int, int]] = {}
 TIMINGS: dict[tuple[str, int, torch.dtype], dict] = {}
 
 
+def tuned_configs() -> dict[str, str]:
+    """What the tuner has picked in this process, for reports: {"<kind> <pairs> pairs <dtype>": "variant:warps:n"}."""
+    return {
+        f"{kind} {pairs} pairs {str(dtype).removeprefix('torch.')}": ":".join(map(str, cfg))
+        for (kind, pairs, dtype), cfg in sorted(TUNED.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2])))
+    }
+
+
 def _parse_config(text: str, kind: str) -> tuple[str, int, int] | None:
     """TTT_DECODE_CONFIG="linear=mh:4:4,mlp=chunk:4:64": variant:num_warps[:n] per layer type."""
     for entry in text.split(","):
