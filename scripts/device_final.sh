@@ -25,7 +25,8 @@
 #   MODE=ab      the same with another setting: AB_VAR (e.g. TTT_INFER_DECODE_SPLIT) over AB_SETTINGS, tests TESTS_K
 #   MODE=ncu_step Nsight Compute on the TTT-layer decode step kernels at STEP_BATCH rows (by default TTT-MLP's
 #                CUDA kernel and TTT-Linear's Triton v3; STEP_CONFIGS, e.g. linear=cu:4:8), the mini-batch's middle
-#                (p = 8) and its end (p = 15: duration, L2 hit rate)
+#                (p = 8) and its end (p = 15: duration, L2 hit rate, and the reads' L2 hits and misses apart from
+#                the stores)
 #   MODE=trace_step the CUDA TTT-MLP step's timeline, CTA by CTA (scripts/trace_decode_step.py): the traced
 #                kernel's GPU test, then one traced launch a point (TRACE_CONFIGS x TRACE_BATCHES x p = 8, 15)
 # Everything lands in $OUT/all.tgz (the device returns at most 8 files) plus a short table on stdout.
@@ -293,7 +294,9 @@ ncu_step)
     done_step "ncu $cfg p=8"
     ncu -i "$W/ncu_$tag.ncu-rep" --page details > "$W/ncu_$tag.txt" 2>&1
     ncu -i "$W/ncu_$tag.ncu-rep" --page source --csv --print-source sass > "$W/ncu_${tag}_sass.csv" 2>&1
+    # the L2 hit rate over all sectors counts stores too: the reads' own hits and misses, and the stores, apart
     timeout 60 ncu --section WarpStateStats --section MemoryWorkloadAnalysis -k "regex:$regex" --launch-skip 2 -c 1 \
+      --metrics lts__t_sectors_srcunit_tex_op_read_lookup_hit.sum,lts__t_sectors_srcunit_tex_op_read_lookup_miss.sum,lts__t_sectors_srcunit_tex_op_write.sum,gpu__time_duration.sum \
       python3 scripts/profile_decode_step.py --kind "$kind" --batch "${STEP_BATCH:-512}" --config "$cfg" \
       --position 15 > "$W/ncu_${tag}_p15.txt" 2>&1
     done_step "ncu $cfg p=15"
@@ -302,7 +305,7 @@ ncu_step)
       "$W/ncu_$tag.txt" | head -30
     python3 scripts/ncu_stalls.py "$W/ncu_${tag}_sass.csv" --top 8 --phases  # the stall reasons and where they sit
     echo "== $cfg p=15"
-    grep -E "Duration|Memory Throughput|L2 Hit Rate|Mem Busy" "$W/ncu_${tag}_p15.txt" | head -10
+    grep -E "Duration|gpu__time_duration|Memory Throughput|L2 Hit Rate|Mem Busy|lts__t_sectors" "$W/ncu_${tag}_p15.txt" | head -12
   done
   ;;
 pdl|ab)
