@@ -63,7 +63,8 @@ __device__ __forceinline__ float warp_sum16(float (&v)[MB], int lane) {
 
 
 // W1's first read (z1) with an L2 eviction policy: evict-last at the mini-batch's end (p = 15), where the update
-// reads W1 again some 20-40 us later, evict-first otherwise (as a streaming load); not cached in L1 either way
+// reads W1 again some 20-40 us later, evict-first otherwise (as a streaming load); not cached in L1 either way.
+// Measured (run 51, 64 rows): the second read still comes from DRAM (the p = 15 launch's reads hit L2 9.8%).
 __device__ __forceinline__ unsigned long long w1_policy(bool keep) {
   unsigned long long last, first;
   asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(last));
@@ -384,8 +385,8 @@ __global__ void __launch_bounds__(THREADS, CTAS) mlp_decode_kernel(const MlpDeco
   // loop in registers waited for ~16) and updated from there. Two round trips to memory in all (G2's and X2's
   // rows; W1, K's and G1's rows). The state's writes are streaming stores.
   // RELOAD: this thread's hidden unit in all 16 rows read again (its row p stored by this thread above) rather
-  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16; L2 hits, most likely); in flight
-  // together with G2's rows
+  // than kept from the g1 phase (~1% more bytes: 32 KB a pair, 1 token in 16; at most these hit L2, run 51); in
+  // flight together with G2's rows
   const float *G1u = a.G1 + pid * MB * H + t, *X2u = a.X2 + pid * MB * H + t;
   {
     float cx[MB];
