@@ -44,16 +44,21 @@ EARLY_LOADS = {
     "ttt_infer.kernels.glue._decode_preblock_kernel": {"W1", "W2", "CB", "CW", "HIST"},
     "ttt_infer.kernels.glue._rms_norm_kernel": {"W"},
     "ttt_infer.kernels.glue._post_gate_kernel": {"LNW", "LNB"},
+    "ttt_infer.kernels.gemm._skinny_kernel": {"W"},
 }
 
 
 def _early_prefix(name, body):
-    """An EARLY kernel starts with `if not EARLY: pdl_enter(PDL)`; returns the statements up to its
-    `if EARLY: pdl_enter(PDL)`, checking both."""
+    """An EARLY kernel starts with `if not EARLY: pdl_enter(PDL)` and waits once in a top-level `if EARLY:`
+    block; returns the statements that run before that wait under EARLY, checking both."""
     assert ast.unparse(body[0]) == "if not EARLY:\n    pdl_enter(PDL)", f"{name}: {ast.unparse(body[0])!r}"
-    ends = [i for i, st in enumerate(body) if ast.unparse(st) == "if EARLY:\n    pdl_enter(PDL)"]
-    assert len(ends) == 1, f"{name} must wait once under EARLY"
-    return body[1 : ends[0]]
+    waits = [
+        (i, j) for i, st in enumerate(body) if isinstance(st, ast.If) and ast.unparse(st.test) == "EARLY"
+        for j, inner in enumerate(st.body) if ast.unparse(inner) == "pdl_enter(PDL)"
+    ]  # fmt: skip
+    assert len(waits) == 1, f"{name} must wait once under EARLY"
+    i, j = waits[0]
+    return body[1:i] + body[i].body[:j]
 
 
 def test_every_pdl_kernel_waits_first():
@@ -152,7 +157,10 @@ def test_early_loads_compiled_for_sm90():
 
 
 def test_early_loads_switch(monkeypatch):
-    monkeypatch.delenv("TTT_INFER_GLUE_EARLY", raising=False)
-    assert pdl.early_loads()
-    monkeypatch.setenv("TTT_INFER_GLUE_EARLY", "0")  # the A/B switch, read on every launch
-    assert not pdl.early_loads()
+    monkeypatch.delenv("TTT_INFER_EARLY_LOADS", raising=False)
+    assert pdl.early_loads("glue") and pdl.early_loads("gemm")
+    for setting, want in (("none", ()), ("0", ()), ("glue", ("glue",)), ("gemm", ("gemm",)), ("1", pdl.EARLY_KINDS)):
+        monkeypatch.setenv("TTT_INFER_EARLY_LOADS", setting)  # the A/B switch, read on every launch
+        assert tuple(k for k in pdl.EARLY_KINDS if pdl.early_loads(k)) == tuple(want), setting
+    with pytest.raises(ValueError, match="kind"):
+        pdl.early_loads("step")
