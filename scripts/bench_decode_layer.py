@@ -9,7 +9,8 @@ cycle through enough copies of it to exceed `--l2-mb` twice, as a model's layers
 are compared with their floor: the weight's bytes at the copy rate or, at many rows (--batch 256, 512: where
 the TTT-Linear step's limit stops being bytes), the FLOPs at the bf16 matmul rate, both measured in the same run.
 Eager single-call timings (scripts/bench_glue.py) are launch-bound at these sizes; this is what a decode
-step's graph actually pays. Without a GPU it runs each piece once on the CPU (a smoke check, no timing).
+step's graph actually pays. Then the four GEMMs one after another, as a layer runs them ("4 GEMMs in a row",
+each through the decode path's choice), against their summed byte floor. Without a GPU it runs each piece once on the CPU (a smoke check, no timing).
 """
 
 from __future__ import annotations
@@ -79,6 +80,29 @@ def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int, 
                 ]
         out.append((name, n, k, residual, nbytes, layouts))
     return out
+
+
+def gemm_chain(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int):
+    """(weight bytes, [fn, ...]): a layer's four GEMMs one after another as a decode step runs them (q/v/g,
+    o_proj + residual, gate/up, down + residual), each through the decode path's choice (kernels/gemm.py
+    `linear`: the shipped table's Triton GEMM, with PDL between them, or cuBLAS); one fn a layer, cycling
+    through weight sets that together exceed 2 x L2. Its time against the sum of the four timed alone says what
+    running them back to back costs or saves; against the byte floor, what a persistent layer could win."""
+    from ttt_infer.kernels.gemm import linear
+
+    x_c, x_i, res = (torch.randn(B, n, device=dev).to(dt) for n in (C, inter, C))
+    shapes = ((3 * C, C), (C, C), (2 * inter, C), (C, inter))
+    nbytes = sum(n * k for n, k in shapes) * torch.finfo(dt).bits // 8
+    sets = [[torch.randn(n, k, device=dev).to(dt) * 0.02 for n, k in shapes]
+            for _ in range(max(2, math.ceil(2 * l2_bytes / nbytes)))]  # fmt: skip
+
+    def layer(ws):
+        linear(x_c, ws[0])
+        linear(x_c, ws[1], res)
+        linear(x_c, ws[2])
+        linear(x_i, ws[3], res)
+
+    return nbytes, [lambda ws=ws: layer(ws) for ws in sets]
 
 
 def write_table(path: str, rows: list[dict], B: int, dtype: str, gpu: str, env: dict) -> None:
@@ -183,6 +207,11 @@ def main(argv=None) -> int:
                 rows.append(dict(part=f"{name} {layout}", kind="gemm", gemm=name, layout=layout, N=n, K=k,
                                  residual=residual, B=B, bytes=nbytes, us=us, floor_us=floor, byte_floor_us=byte_floor,
                                  flop_floor_us=flop_floor))  # fmt: skip
+        nbytes, fns = gemm_chain(B, C, args.intermediate, dt, dev, int(args.l2_mb * 2**20))
+        us = graph_us(fns, args.calls, args.reps) if dev == "cuda" else (fns[0](), None)[1]
+        floor = nbytes / bw * 1e6 if bw else None
+        rows.append(dict(part="4 GEMMs in a row", kind="gemm_chain", B=B, bytes=nbytes, us=us, floor_us=floor,
+                         byte_floor_us=floor))  # fmt: skip
         for name, fn in glue_parts(B, C, args.heads, args.intermediate, dt, dev):
             us = graph_us([fn], args.calls, args.reps) if dev == "cuda" else (fn(), None)[1]
             rows.append(dict(part=name, kind="glue", B=B, us=us))

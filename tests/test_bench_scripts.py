@@ -29,8 +29,8 @@ def test_bench_decode_layer_runs_every_part(tmp_path, capsys):
     assert _load("bench_decode_layer").main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     parts = {r["part"] for r in rows}
-    # four GEMMs in two weight layouts, six glue kernels, each run once
-    assert len(rows) == 14 and {"q/v/g nk", "q/v/g kn", "o_proj+res kn"} <= parts
+    # four GEMMs in two weight layouts, the four in a row, six glue kernels, each run once
+    assert len(rows) == 15 and {"q/v/g nk", "q/v/g kn", "o_proj+res kn", "4 GEMMs in a row"} <= parts
     assert {"pre_block (norm, conv + res, norm)", "lr_gate", "post_gate"} <= parts
     assert all(r["us"] is None for r in rows)  # no timing without a GPU, and it says so
     assert "smoke run" in capsys.readouterr().out
@@ -46,7 +46,7 @@ def test_bench_decode_layer_skinny_candidates_run(tmp_path):
             "--l2-mb", "0.01", "--out", str(out), "--skinny"]  # fmt: skip
     assert _load("bench_decode_layer").main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 4 * (2 + len(CANDIDATES)) + 6
+    assert len(rows) == 4 * (2 + len(CANDIDATES)) + 1 + 6
     assert "o_proj+res triton " + ":".join(map(str, CANDIDATES[0])) in {r["part"] for r in rows}
 
 
