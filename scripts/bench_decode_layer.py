@@ -48,24 +48,30 @@ def graph_us(fns: list, calls: int, reps: int) -> float:
     return statistics.median(events_ms(g.replay, reps)) * 1e3 / calls
 
 
+def layer_gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str):
+    """The layer's decode GEMMs in the order a decode step runs them: (name, N, K, input x, residual or None)."""
+    x_c, x_i, res = (torch.randn(B, n, device=dev).to(dt) for n in (C, inter, C))
+    return (
+        ("q/v/g", 3 * C, C, x_c, None),
+        ("o_proj+res", C, C, x_c, res),
+        ("gate/up", 2 * inter, C, x_c, None),
+        ("down+res", C, inter, x_i, res),
+    )
+
+
 def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int, skinny: bool = False):
     """(name, weight bytes, [fn, ...] per layout) for the layer's decode GEMMs: each fn list cycles through
     weight copies that together exceed 2 x L2."""
-    x_c, x_i, res = (torch.randn(B, n, device=dev).to(dt) for n in (C, inter, C))
     out = []
-    for name, n, k, x, residual in (
-        ("q/v/g", 3 * C, C, x_c, False),
-        ("gate/up", 2 * inter, C, x_c, False),
-        ("down+res", C, inter, x_i, True),
-        ("o_proj+res", C, C, x_c, True),
-    ):
+    for name, n, k, x, res in layer_gemms(B, C, inter, dt, dev):
+        residual = res is not None
         nbytes = n * k * torch.finfo(dt).bits // 8
         copies = max(2, math.ceil(2 * l2_bytes / nbytes))
         ws = [torch.randn(n, k, device=dev).to(dt) * 0.02 for _ in range(copies)]
         wts = [w.t().contiguous() for w in ws]
         if residual:
-            nk = [lambda w=w, x=x: torch.addmm(res, x, w.t()) for w in ws]
-            kn = [lambda w=w, x=x: torch.addmm(res, x, w) for w in wts]
+            nk = [lambda w=w, x=x, r=res: torch.addmm(r, x, w.t()) for w in ws]
+            kn = [lambda w=w, x=x, r=res: torch.addmm(r, x, w) for w in wts]
         else:
             nk = [lambda w=w, x=x: F.linear(x, w) for w in ws]
             kn = [lambda w=w, x=x: x @ w for w in wts]
@@ -73,10 +79,9 @@ def gemms(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: int, 
         if skinny:  # the decode GEMM's candidates (nk layout)
             from ttt_infer.kernels.gemm import CANDIDATES, skinny_linear
 
-            r = res if residual else None
             for cfg in CANDIDATES:
                 layouts["triton " + ":".join(map(str, cfg))] = [
-                    lambda w=w, x=x, c=cfg, r=r: skinny_linear(x, w, r, c) for w in ws
+                    lambda w=w, x=x, c=cfg, r=res: skinny_linear(x, w, r, c) for w in ws
                 ]
         out.append((name, n, k, residual, nbytes, layouts))
     return out
@@ -90,17 +95,14 @@ def gemm_chain(B: int, C: int, inter: int, dt: torch.dtype, dev: str, l2_bytes: 
     running them back to back costs or saves; against the byte floor, what a persistent layer could win."""
     from ttt_infer.kernels.gemm import linear
 
-    x_c, x_i, res = (torch.randn(B, n, device=dev).to(dt) for n in (C, inter, C))
-    shapes = ((3 * C, C), (C, C), (2 * inter, C), (C, inter))
-    nbytes = sum(n * k for n, k in shapes) * torch.finfo(dt).bits // 8
-    sets = [[torch.randn(n, k, device=dev).to(dt) * 0.02 for n, k in shapes]
+    shapes = layer_gemms(B, C, inter, dt, dev)
+    nbytes = sum(n * k for _, n, k, _, _ in shapes) * torch.finfo(dt).bits // 8
+    sets = [[torch.randn(n, k, device=dev).to(dt) * 0.02 for _, n, k, _, _ in shapes]
             for _ in range(max(2, math.ceil(2 * l2_bytes / nbytes)))]  # fmt: skip
 
     def layer(ws):
-        linear(x_c, ws[0])
-        linear(x_c, ws[1], res)
-        linear(x_c, ws[2])
-        linear(x_i, ws[3], res)
+        for (_, _, _, x, res), w in zip(shapes, ws, strict=True):
+            linear(x, w, res)
 
     return nbytes, [lambda ws=ws: layer(ws) for ws in sets]
 

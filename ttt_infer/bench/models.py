@@ -117,7 +117,7 @@ class TTTBench:
         cfg = self.model.config
         key = (cfg.ttt_layer_type, point.batch * cfg.num_attention_heads, self.model.dtype)
         tuned = decode.TUNED.get(key)
-        return {"decode_kernel_config": ":".join(map(str, tuned))} if tuned else {}
+        return {"decode_kernel_config": decode.tune.config_text(tuned)} if tuned else {}
 
     def close(self) -> None:
         self.cache = self._decoder = self.model = None

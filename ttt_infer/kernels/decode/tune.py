@@ -76,10 +76,15 @@ TUNED: dict[tuple[str, int, torch.dtype], tuple[str, int, int]] = {}
 TIMINGS: dict[tuple[str, int, torch.dtype], dict] = {}
 
 
+def config_text(cfg: tuple[str, int, int]) -> str:
+    """A configuration as reports and TTT_DECODE_CONFIG write it: "variant:warps:n"."""
+    return ":".join(map(str, cfg))
+
+
 def tuned_configs() -> dict[str, str]:
     """What the tuner has picked in this process, for reports: {"<kind> <pairs> pairs <dtype>": "variant:warps:n"}."""
     return {
-        f"{kind} {pairs} pairs {str(dtype).removeprefix('torch.')}": ":".join(map(str, cfg))
+        f"{kind} {pairs} pairs {str(dtype).removeprefix('torch.')}": config_text(cfg)
         for (kind, pairs, dtype), cfg in sorted(TUNED.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2])))
     }
 
