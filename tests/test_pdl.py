@@ -44,7 +44,6 @@ EARLY_LOADS = {
     "ttt_infer.kernels.glue._decode_preblock_kernel": {"W1", "W2", "CB", "CW", "HIST"},
     "ttt_infer.kernels.glue._rms_norm_kernel": {"W"},
     "ttt_infer.kernels.glue._post_gate_kernel": {"LNW", "LNB"},
-    "ttt_infer.kernels.gemm._skinny_kernel": {"W"},
 }
 
 
@@ -158,9 +157,7 @@ def test_early_loads_compiled_for_sm90():
 
 def test_early_loads_switch(monkeypatch):
     monkeypatch.delenv("TTT_INFER_EARLY_LOADS", raising=False)
-    assert pdl.early_loads("glue") and pdl.early_loads("gemm")
-    for setting, want in (("none", ()), ("0", ()), ("glue", ("glue",)), ("gemm", ("gemm",)), ("1", pdl.EARLY_KINDS)):
+    assert pdl.early_loads()  # on by default
+    for setting, want in (("0", False), ("1", True)):
         monkeypatch.setenv("TTT_INFER_EARLY_LOADS", setting)  # the A/B switch, read on every launch
-        assert tuple(k for k in pdl.EARLY_KINDS if pdl.early_loads(k)) == tuple(want), setting
-    with pytest.raises(ValueError, match="kind"):
-        pdl.early_loads("step")
+        assert pdl.early_loads() is want, setting

@@ -33,7 +33,7 @@ import torch
 
 from .decode.common import _ACT_DTYPES as _DTYPES
 from .decode.common import _interpreting, tl, triton
-from .pdl import early_loads, launch_kwargs, pdl_enter
+from .pdl import launch_kwargs, pdl_enter
 
 MAX_ROWS = 64
 TABLES = Path(__file__).with_name("gemm_tables")
@@ -60,27 +60,11 @@ CANDIDATES = [
 if triton is not None:
 
     @triton.jit
-    def _skinny_tile(acc, w, x_cols, xb_cols, k, km, mm, WDT: tl.constexpr, IEEE: tl.constexpr, GLU: tl.constexpr):
-        """acc += w [BN, BK] @ x^T [BK, BM] for the k tile (x = silu(a) * b with GLU, _silu_mul_kernel's roundings)."""
-        xt = tl.load(x_cols + k[:, None], mask=km[:, None] & mm[None, :], other=0.0)  # [BK, BM]
-        if GLU:
-            a = xt.to(tl.float32)
-            sa = (a * tl.sigmoid(a)).to(WDT).to(tl.float32)
-            bt = tl.load(xb_cols + k[:, None], mask=km[:, None] & mm[None, :], other=0.0).to(tl.float32)
-            xt = (sa * bt).to(WDT)
-        if IEEE:
-            return acc + tl.dot(w, xt, input_precision="ieee")
-        return acc + tl.dot(w, xt)  # 16-bit x and w: exact products, fp32 accumulation on the tensor cores
-
-    @triton.jit
     def _skinny_kernel(X, XB, W, R, Y, P, CNT, LRB, LRO, M, N, K, NY, sxm, sxb, swn, srm, lr_scale,
                        K_SPLIT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT: tl.constexpr,
                        HAS_RES: tl.constexpr, IEEE: tl.constexpr, EVEN_K: tl.constexpr, GLU: tl.constexpr,
-                       HAS_LR: tl.constexpr, PDL: tl.constexpr = False, EARLY: tl.constexpr = False):  # fmt: skip
-        """EARLY: the split's first weight tile is loaded before the PDL wait (no kernel writes W) and its
-        product taken first, outside the pipelined loop over the other tiles."""
-        if not EARLY:
-            pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
+                       HAS_LR: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
+        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         n = pid_n * BN + tl.arange(0, BN)
@@ -95,20 +79,23 @@ if triton is not None:
         w_rows = W + n[:, None].to(tl.int64) * swn
         x_cols = X + m[None, :].to(tl.int64) * sxm
         xb_cols = XB + m[None, :].to(tl.int64) * sxb
-        if EARLY:
-            k = k_lo + tl.arange(0, BK)
-            km = k < K
-            w = tl.load(w_rows + k[None, :], mask=nm[:, None] & km[None, :], other=0.0)
-            pdl_enter(PDL)
-            acc = _skinny_tile(acc, w, x_cols, xb_cols, k, km, mm, W.dtype.element_ty, IEEE, GLU)
-        for k0 in range(BK if EARLY else 0, K_SPLIT, BK):
+        for k0 in range(0, K_SPLIT, BK):
             k = k_lo + k0 + tl.arange(0, BK)
             if EVEN_K:  # a whole tile in or out: a mask constant along k keeps 16-byte async copies
                 km = (k_lo + k0 + tl.zeros([BK], tl.int32)) < K
             else:
                 km = k < K
             w = tl.load(w_rows + k[None, :], mask=nm[:, None] & km[None, :], other=0.0)
-            acc = _skinny_tile(acc, w, x_cols, xb_cols, k, km, mm, W.dtype.element_ty, IEEE, GLU)
+            xt = tl.load(x_cols + k[:, None], mask=km[:, None] & mm[None, :], other=0.0)  # [BK, BM]
+            if GLU:  # x = silu(a) * b with _silu_mul_kernel's roundings (a = X, b = XB)
+                a = xt.to(tl.float32)
+                sa = (a * tl.sigmoid(a)).to(W.dtype.element_ty).to(tl.float32)
+                bt = tl.load(xb_cols + k[:, None], mask=km[:, None] & mm[None, :], other=0.0).to(tl.float32)
+                xt = (sa * bt).to(W.dtype.element_ty)
+            if IEEE:
+                acc += tl.dot(w, xt, input_precision="ieee")
+            else:  # 16-bit x and w: exact products, fp32 accumulation on the tensor cores
+                acc += tl.dot(w, xt)
         mask = nm[:, None] & mm[None, :]
         last = True
         if SPLIT > 1:
@@ -223,7 +210,7 @@ def skinny_linear(x: torch.Tensor, w: torch.Tensor, residual: torch.Tensor | Non
         float(lr_gate[1]) if lr_gate is not None else 0.0,
         K_SPLIT=k_split, BM=max(16, triton.next_power_of_2(M)), BN=bn, BK=bk, SPLIT=split, HAS_RES=residual is not None,
         IEEE=x.dtype == torch.float32, EVEN_K=K % bk == 0, GLU=glu_b is not None, HAS_LR=lr_gate is not None,
-        num_warps=warps, num_stages=stages, EARLY=early_loads("gemm"), **launch_kwargs(x.device),
+        num_warps=warps, num_stages=stages, **launch_kwargs(x.device),
     )  # fmt: skip
     return (y, lr) if lr_gate is not None else y
 

@@ -443,7 +443,7 @@ class TritonGlue:
         x = x.contiguous()
         y = torch.empty_like(x)
         _rms_norm_kernel[(x.numel() // C,)](x, weight, y, C, eps, BLOCK=triton.next_power_of_2(C), num_warps=8,
-                                            EARLY=early_loads("glue"), **launch_kwargs(x.device))  # fmt: skip
+                                            EARLY=early_loads(), **launch_kwargs(x.device))  # fmt: skip
         return y
 
     def causal_conv(self, x: torch.Tensor, conv: torch.nn.Conv1d, history: torch.Tensor,
@@ -521,7 +521,7 @@ class TritonGlue:
         x2, h = torch.empty_like(x), torch.empty_like(x)
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
                                       conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
-                                      KP=triton.next_power_of_2(ks), EARLY=early_loads("glue"), num_warps=8,
+                                      KP=triton.next_power_of_2(ks), EARLY=early_loads(), num_warps=8,
                                       **launch_kwargs(x.device))  # fmt: skip
         return x2, h
 
@@ -568,7 +568,7 @@ class TritonGlue:
         sg = gate.stride(1) if gate is not None else C
         _post_gate_kernel[(B * T,)](o, gate if gate is not None else y, ln.weight, ln.bias, y, T, C, nh, eps, sg,
                                     F=f, BLOCK=triton.next_power_of_2(C), HAS_GATE=gate is not None,
-                                    K=_SQRT_2_OVER_PI, EARLY=early_loads("glue"), num_warps=8,
+                                    K=_SQRT_2_OVER_PI, EARLY=early_loads(), num_warps=8,
                                     **launch_kwargs(o.device))  # fmt: skip
         return y
 
