@@ -23,7 +23,7 @@ from ..layers import TorchGlue, rope_rotation
 from . import KernelsUnavailable, gemm
 from .decode.common import _ACT_DTYPES, _TRITON_ERROR, tl, triton  # Triton is optional: None (and why) without it
 from .decode.tune import _num_sms
-from .pdl import launch_kwargs, pdl_enter
+from .pdl import early_loads, launch_kwargs, pdl_enter
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 # lr_gate with at most this many rows (B*T: decode batches) runs a program a (row, 4 heads) instead of the
@@ -43,15 +43,20 @@ def check_available() -> None:
 if triton is not None:
 
     @triton.jit
-    def _rms_norm_kernel(X, W, Y, N, eps, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
-        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
+    def _rms_norm_kernel(X, W, Y, N, eps, BLOCK: tl.constexpr, PDL: tl.constexpr = False,
+                         EARLY: tl.constexpr = False):  # fmt: skip
+        """EARLY: the weight's load before the PDL wait (no kernel writes it), as _decode_preblock_kernel."""
+        if not EARLY:
+            pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         m = cols < N
+        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
+        if EARLY:
+            pdl_enter(PDL)
         x = tl.load(X + row * N + cols, mask=m, other=0.0).to(tl.float32)
         r = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / N + eps)
         xn = (x * r).to(Y.dtype.element_ty).to(tl.float32)  # reference: (x * rsqrt).to(dtype), then * weight
-        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
         tl.store(Y + row * N + cols, (xn * w).to(Y.dtype.element_ty), mask=m)
 
     @triton.jit
@@ -142,35 +147,49 @@ if triton is not None:
             tl.store(hb + c[:, None] * (KS - 1) + i[None, :], new.to(HIST.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _decode_preblock_kernel(X, W1, CW, CB, HIST, W2, XO, HO, C, eps1, eps2,
-                                KS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
+    def _decode_preblock_kernel(X, W1, CW, CB, HIST, W2, XO, HO, C, eps1, eps2, KS: tl.constexpr,
+                                BLOCK: tl.constexpr, KP: tl.constexpr, PDL: tl.constexpr = False,
+                                EARLY: tl.constexpr = False):  # fmt: skip
         """One token (T = 1) of a Mamba block's front, a program a sequence b (all C channels of its row):
         n = RMSNorm_1(x); x2 = x + conv(n) after the history [C, KS-1] (then advanced by n); h = RMSNorm_2(x2).
         The same roundings as _rms_norm_kernel and _conv_kernel (taps in the same order), in one launch
-        instead of three."""
-        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
+        instead of three. Every load but x's is issued first, together (KP = next_pow2(KS) taps a row of the
+        [BLOCK, KP] tiles); EARLY: before the PDL wait, since none of it is written by the kernels ahead (the
+        weights never; the history only by this kernel, at the previous token, which finished before the
+        kernel ahead of this one passed its own wait, kernels/pdl.py)."""
+        if not EARLY:
+            pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         b = tl.program_id(0).to(tl.int64)
         c = tl.arange(0, BLOCK)
         m = c < C
+        i = tl.arange(0, KP)[None, :]
         dt = XO.dtype.element_ty
+        w1 = tl.load(W1 + c, mask=m, other=0.0).to(tl.float32)
+        w2 = tl.load(W2 + c, mask=m, other=0.0).to(tl.float32)
+        acc = tl.load(CB + c, mask=m, other=0.0).to(tl.float32)
+        cw = tl.load(CW + c[:, None] * KS + i, mask=m[:, None] & (i < KS), other=0.0).to(tl.float32)
+        hrow = HIST + b * C * (KS - 1) + c * (KS - 1)  # channel c's history slots
+        hist = tl.load(hrow[:, None] + i, mask=m[:, None] & (i < KS - 1), other=0.0)
+        if EARLY:
+            pdl_enter(PDL)
         x = tl.load(X + b * C + c, mask=m, other=0.0).to(tl.float32)
         r1 = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / C + eps1)
-        n = ((x * r1).to(dt).to(tl.float32) * tl.load(W1 + c, mask=m, other=0.0).to(tl.float32)).to(dt)
-        hb = HIST + b * C * (KS - 1)
-        acc = tl.load(CB + c, mask=m, other=0.0).to(tl.float32)
-        for j in tl.static_range(KS - 1):  # taps 0..KS-2 from the history, as _conv_kernel at T = 1
-            hj = tl.load(hb + c * (KS - 1) + j, mask=m, other=0.0)
-            acc += hj.to(tl.float32) * tl.load(CW + c * KS + j, mask=m, other=0.0).to(tl.float32)
-            if j > 0:  # the history advances by one input: tap j moves to slot j-1 (read by this same thread
-                tl.store(hb + c * (KS - 1) + (j - 1), hj, mask=m)  # in the step before: no reload, no barrier)
-        tl.store(hb + c * (KS - 1) + (KS - 2), n.to(HIST.dtype.element_ty), mask=m)  # n lands in the last slot
-        acc += n.to(tl.float32) * tl.load(CW + c * KS + (KS - 1), mask=m, other=0.0).to(tl.float32)
+        n = ((x * r1).to(dt).to(tl.float32) * w1).to(dt)
+        hf = hist.to(tl.float32)
+        for j in tl.static_range(KS - 1):  # taps 0..KS-2 from the history, as _conv_kernel at T = 1 (a column of
+            # the tiles picked by a sum with zeros: exact)
+            acc += tl.sum(tl.where(i == j, hf, 0.0), axis=1) * tl.sum(tl.where(i == j, cw, 0.0), axis=1)
+        acc += n.to(tl.float32) * tl.sum(tl.where(i == KS - 1, cw, 0.0), axis=1)
         x2 = (x + acc.to(dt).to(tl.float32)).to(dt)  # x is already in dt: the residual add rounds once
         tl.store(XO + b * C + c, x2, mask=m)
         y = x2.to(tl.float32)
         r2 = 1.0 / tl.sqrt(tl.sum(y * y, axis=0) / C + eps2)
-        h = (y * r2).to(dt).to(tl.float32) * tl.load(W2 + c, mask=m, other=0.0).to(tl.float32)
-        tl.store(HO + b * C + c, h.to(dt), mask=m)
+        tl.store(HO + b * C + c, ((y * r2).to(dt).to(tl.float32) * w2).to(dt), mask=m)
+        # the history advances by one input: tap j to slot j - 1, n to the last slot; after a barrier, so that
+        # every thread's history load has been served before any slot is overwritten
+        tl.debug_barrier()
+        tl.store(hrow[:, None] + i - 1, hist, mask=m[:, None] & (i >= 1) & (i < KS - 1))
+        tl.store(hrow + (KS - 2), n.to(HIST.dtype.element_ty), mask=m)
 
     @triton.jit
     def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr, PDL: tl.constexpr = False):
@@ -237,26 +256,32 @@ if triton is not None:
     @triton.jit
     def _post_gate_kernel(OUT_TTT, G, LNW, LNB, Y, T, C, NH, eps, SG,
                           F: tl.constexpr, BLOCK: tl.constexpr, HAS_GATE: tl.constexpr, K: tl.constexpr,
-                          PDL: tl.constexpr = False):  # fmt: skip
+                          PDL: tl.constexpr = False, EARLY: tl.constexpr = False):  # fmt: skip
         """y[b, t] = gelu_tanh(g[b, t]) * LayerNorm(o[b, :, t, :] as one row of C), one row a program; the gate's
-        rows are SG apart (a column slice of a stacked projection)."""
-        pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
+        rows are SG apart (a column slice of a stacked projection). Every load is issued first, together;
+        EARLY: the LayerNorm's parameters before the PDL wait (no kernel writes them), as
+        _decode_preblock_kernel."""
+        if not EARLY:
+            pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         b = row // T
         t = row % T
         c = tl.arange(0, BLOCK)
         m = c < C
         dt = Y.dtype.element_ty
+        w = tl.load(LNW + c, mask=m, other=0.0).to(tl.float32)
+        bias = tl.load(LNB + c, mask=m, other=0.0).to(tl.float32)
+        if EARLY:
+            pdl_enter(PDL)
         o = tl.load(OUT_TTT + b * NH * T * F + (c // F).to(tl.int64) * T * F + t * F + c % F, mask=m, other=0.0)
+        if HAS_GATE:
+            g = tl.load(G + row * SG + c, mask=m, other=0.0).to(tl.float32)
         o = o.to(dt).to(tl.float32)  # the reference rounds the TTT output to the activation dtype first
         mean = tl.sum(o, axis=0) / C
         d = tl.where(m, o - mean, 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / C + eps)
-        w = tl.load(LNW + c, mask=m, other=0.0).to(tl.float32)
-        bias = tl.load(LNB + c, mask=m, other=0.0).to(tl.float32)
         y = (d * rstd * w + bias).to(dt)
         if HAS_GATE:
-            g = tl.load(G + row * SG + c, mask=m, other=0.0).to(tl.float32)
             y = (_gelu_tanh(g, K).to(dt).to(tl.float32) * y.to(tl.float32)).to(dt)
         tl.store(Y + row * C + c, y, mask=m)
 
@@ -418,7 +443,7 @@ class TritonGlue:
         x = x.contiguous()
         y = torch.empty_like(x)
         _rms_norm_kernel[(x.numel() // C,)](x, weight, y, C, eps, BLOCK=triton.next_power_of_2(C), num_warps=8,
-                                            **launch_kwargs(x.device))  # fmt: skip
+                                            EARLY=early_loads(), **launch_kwargs(x.device))  # fmt: skip
         return y
 
     def causal_conv(self, x: torch.Tensor, conv: torch.nn.Conv1d, history: torch.Tensor,
@@ -496,7 +521,8 @@ class TritonGlue:
         x2, h = torch.empty_like(x), torch.empty_like(x)
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
                                       conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
-                                      num_warps=8, **launch_kwargs(x.device))  # fmt: skip
+                                      KP=triton.next_power_of_2(ks), EARLY=early_loads(), num_warps=8,
+                                      **launch_kwargs(x.device))  # fmt: skip
         return x2, h
 
     def lr_gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
@@ -542,7 +568,8 @@ class TritonGlue:
         sg = gate.stride(1) if gate is not None else C
         _post_gate_kernel[(B * T,)](o, gate if gate is not None else y, ln.weight, ln.bias, y, T, C, nh, eps, sg,
                                     F=f, BLOCK=triton.next_power_of_2(C), HAS_GATE=gate is not None,
-                                    K=_SQRT_2_OVER_PI, num_warps=8, **launch_kwargs(o.device))  # fmt: skip
+                                    K=_SQRT_2_OVER_PI, EARLY=early_loads(), num_warps=8,
+                                    **launch_kwargs(o.device))  # fmt: skip
         return y
 
     @staticmethod

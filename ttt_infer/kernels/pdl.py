@@ -7,7 +7,10 @@ Every kernel that takes `PDL` starts with `pdl_enter`: first `griddepcontrol.wai
 ahead has completed and its memory is visible), then `griddepcontrol.launch_dependents` (lets the next
 kernel's CTAs be scheduled). So no kernel touches memory before everything launched ahead of it has finished
 (the ordering of a plain stream), and besides the running kernel only the next one's CTAs, waiting, are
-resident. A kernel launched without PDL ahead of ours (cuBLAS, the CUDA and TK kernels, torch's) lets its
+resident. The one exception (`early_loads`, on unless TTT_INFER_EARLY_LOADS=0): the glue kernels load what
+no kernel ahead of them writes (weights; a kernel's own state from the previous token) before their wait. A
+kernel's CTAs start only after the kernel ahead passed its own wait, so everything before that one has
+finished by then. A kernel launched without PDL ahead of ours (cuBLAS, the CUDA and TK kernels, torch's) lets its
 dependents start only when it ends: plain stream order. Inside a CUDA graph capture the launches become
 programmatic edges.
 
@@ -57,6 +60,15 @@ def enabled(device: torch.device) -> bool:
     if os.environ.get("TTT_INFER_PDL", "1") == "0":
         return False
     return _capable(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def early_loads() -> bool:
+    """Whether the glue kernels (the block front, the RMSNorm, the post-norm gate) issue their loads of what no
+    kernel ahead writes (weights, their own state) before the PDL wait. TTT_INFER_EARLY_LOADS=0 turns it off
+    (same-run A/Bs; read on every launch). Measured on the H200 (bf16, full model, run 52): -1.3 to -2.3% a decode
+    step at B <= 64. The same for the decode GEMM's first weight tile was +3-4% slower (tag
+    measured/s15-gemm-early), so the GEMM waits first."""
+    return os.environ.get("TTT_INFER_EARLY_LOADS", "1") != "0"
 
 
 def launch_kwargs(device: torch.device) -> dict:
