@@ -65,8 +65,8 @@ def enabled(device: torch.device) -> bool:
 def early_loads() -> bool:
     """Whether the glue kernels (the block front, the RMSNorm, the post-norm gate) issue their loads of what no
     kernel ahead writes (weights, their own state) before the PDL wait. TTT_INFER_EARLY_LOADS=0 turns it off
-    (same-run A/Bs; read on every launch). Measured on the H200 (bf16, full model, run 52): -1.3 to -2.3% a decode
-    step at B <= 64. The same for the decode GEMM's first weight tile was +3-4% slower (tag
+    (same-run A/Bs; read on every launch). Measured on the H200 (bf16, full model, run 52): -0.9 to -2.4% a decode
+    step at B <= 64. The same for the decode GEMM's first weight tile was 0.6-4.7% slower (tag
     measured/s15-gemm-early), so the GEMM waits first."""
     return os.environ.get("TTT_INFER_EARLY_LOADS", "1") != "0"
 
