@@ -107,15 +107,21 @@ print(json.dumps(out))
 """
 
 
-def test_compiled_for_sm90_waits_before_its_first_load():
-    """Compiled for sm_90 (no GPU needed): with PDL the PTX waits on the grid ahead before its first global
-    load and lets the next grid launch; without it, neither instruction, and no launch attribute."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
-    run = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, timeout=300)
+def _compiled(script: str) -> dict:
+    """The JSON a compile script prints, run in a fresh interpreter without TRITON_INTERPRET (compile, not
+    interpret); skips where Triton's ptxas is missing."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     if run.returncode and "ptxas" in run.stderr.lower() and "not found" in run.stderr.lower():
         pytest.skip(f"Triton's ptxas is missing here: {run.stderr[-300:]}")
     assert run.returncode == 0, run.stderr[-2000:]
-    res = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_compiled_for_sm90_waits_before_its_first_load():
+    """Compiled for sm_90 (no GPU needed): with PDL the PTX waits on the grid ahead before its first global
+    load and lets the next grid launch; without it, neither instruction, and no launch attribute."""
+    res = _compiled(_COMPILE)
     off, on = res["False"], res["True"]
     assert "griddepcontrol" not in off["ptx"] and not off["launch_pdl"]
     assert on["launch_pdl"]
@@ -143,13 +149,7 @@ print(json.dumps(out))
 def test_early_loads_compiled_for_sm90():
     """With EARLY (pdl.early_loads) the RMSNorm kernel's weight load comes before its wait on the grid ahead and
     x's after it; without, every load after the wait."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _COMPILE_EARLY], env=env, capture_output=True, text=True, timeout=300)
-    if run.returncode and "ptxas" in run.stderr.lower() and "not found" in run.stderr.lower():
-        pytest.skip(f"Triton's ptxas is missing here: {run.stderr[-300:]}")
-    assert run.returncode == 0, run.stderr[-2000:]
-    ptx = json.loads(run.stdout.strip().splitlines()[-1])
-    for early, text in ptx.items():
+    for early, text in _compiled(_COMPILE_EARLY).items():
         wait, first, last = text.find("griddepcontrol.wait"), text.find("ld.global"), text.rfind("ld.global")
         assert 0 <= first <= last and wait >= 0, early
         assert (first < wait < last) if early == "True" else (wait < first), (early, wait, first, last)
