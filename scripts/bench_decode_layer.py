@@ -10,7 +10,8 @@ are compared with their floor: the weight's bytes at the copy rate or, at many r
 the TTT-Linear step's limit stops being bytes), the FLOPs at the bf16 matmul rate, both measured in the same run.
 Eager single-call timings (scripts/bench_glue.py) are launch-bound at these sizes; this is what a decode
 step's graph actually pays. Then the four GEMMs one after another, as a layer runs them ("4 GEMMs in a row",
-each through the decode path's choice), against their summed byte floor. Without a GPU it runs each piece once on the CPU (a smoke check, no timing).
+each through the decode path's choice), against their summed byte floor. Without a GPU it runs each piece once
+on the CPU (a smoke check, no timing).
 """
 
 from __future__ import annotations
