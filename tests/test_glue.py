@@ -141,9 +141,38 @@ def test_conv_tiles(tile, nh, C):
     assert torch.equal(h_k, h_ref)
 
 
+@pytest.mark.parametrize("tile, warps, nh, C", [((512, 4), 4, 8, 512), ((2048, 8), 16, 4, 96), ((2, 1), 1, 4, 96)])
+def test_decode_tiles(tile, warps, nh, C):
+    """One token (decode): other tiles (channels, warps) of the convolutions' programs and other warps of the block
+    front's give the reference's results over three steps (each step's history feeds the next): a tile wider than
+    C, a single channel pair, a program of one warp."""
+    from ttt_infer.layers import RMSNorm
+
+    glue, dtype, B = TritonGlue(decode_conv_tile=tile, preblock_warps=warps), torch.float16, 3
+    cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
+    n1, n2 = RMSNorm(C, 1e-6).to(DEV, dtype), RMSNorm(C, 1e-5).to(DEV, dtype)
+    h0 = rnd(B, C, 3, dtype=dtype, seed=9)
+    hq_ref, hq_k, hp_ref, hp_k = h0.clone(), h0.clone(), h0.clone(), h0.clone()
+    for step in range(3):
+        x = rnd(B, 1, C, dtype=dtype, seed=20 + step)
+        pos = torch.tensor([14 + step], device=DEV)  # the mini-batch's end crossed
+        got = glue.qk_conv_rope(x, cq, ck, hq_k, pos, nh, 10000.0, 16)
+        want = TORCH_GLUE.qk_conv_rope(x, cq, ck, hq_ref, pos, nh, 10000.0, 16)
+        assert all(rel_err(g, w) < 2e-3 for g, w in zip(got, want, strict=True)), step
+        assert torch.equal(hq_k, hq_ref), step
+        got = glue.pre_block(x, n1, cq, hp_k, n2)
+        want = TORCH_GLUE.pre_block(x, n1, cq, hp_ref, n2)
+        assert all(rel_err(g, w) < 2e-3 for g, w in zip(got, want, strict=True)), step
+        assert rel_err(hp_k, hp_ref) < 2e-3, step
+
+
 def test_conv_tile_must_be_powers_of_two():
     with pytest.raises(ValueError, match="powers of two"):
         TritonGlue(conv_tile=(16, 96, 4))
+    with pytest.raises(ValueError, match="powers of two"):
+        TritonGlue(decode_conv_tile=(96, 4))
+    with pytest.raises(ValueError, match="powers of two"):
+        TritonGlue(preblock_warps=6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -334,13 +334,21 @@ class TritonGlue:
 
     name = "triton"
 
-    def __init__(self, conv_tile: tuple[int, int, int] = (32, 128, 4)) -> None:
+    def __init__(self, conv_tile: tuple[int, int, int] = (32, 128, 4),
+                 decode_conv_tile: tuple[int, int] = (128, 4), preblock_warps: int = 8) -> None:  # fmt: skip
         """conv_tile: (times, channels, warps) of one program of the causal convolutions (powers of two); the
-        default was the fastest of six for both convs on the H200 (B=16, T=8k: results/h200/glue.jsonl)."""
+        default was the fastest of six for both convs on the H200 (B=16, T=8k: results/h200/glue.jsonl).
+        decode_conv_tile: (channels, warps) of one program of the convolutions at one token (T = 1);
+        preblock_warps: the warps of the decode block front's program (one a sequence)."""
         check_available()
-        if any(v < 1 or v & (v - 1) for v in conv_tile) or conv_tile[1] < 2:
-            raise ValueError(f"conv_tile must be three powers of two (channels >= 2), got {conv_tile}")
+        if any(v < 1 or v & (v - 1) for v in (*conv_tile, *decode_conv_tile, preblock_warps)) or min(
+            conv_tile[1], decode_conv_tile[0]
+        ) < 2:  # fmt: skip
+            raise ValueError(f"conv tiles and warps must be powers of two (channels >= 2), got {conv_tile}, "
+                             f"{decode_conv_tile}, {preblock_warps}")  # fmt: skip
         self.conv_tile = tuple(conv_tile)
+        self.decode_conv_tile = tuple(decode_conv_tile)
+        self.preblock_warps = preblock_warps
         self._rope_tables: dict[tuple, torch.Tensor] = {}
         self._stacks: dict[tuple, tuple] = {}  # stacked projection weights, by the projections' ids
 
@@ -487,7 +495,7 @@ class TritonGlue:
         table = self._rope_table(x.device, f, theta, mb) if rope is not None else position  # (unused without RoPE)
         y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
         y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
-        bt, bc, warps = self.conv_tile
+        bt, bc, warps = (1, *self.decode_conv_tile) if T == 1 else self.conv_tile
         BT, BC = min(bt, triton.next_power_of_2(T)), min(bc, triton.next_power_of_2(C))
         grid = (triton.cdiv(T, BT), B, triton.cdiv(C, BC))
         single = grid[0] == 1
@@ -521,7 +529,8 @@ class TritonGlue:
         x2, h = torch.empty_like(x), torch.empty_like(x)
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
                                       conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
-                                      KP=triton.next_power_of_2(ks), EARLY=early_loads(), num_warps=8,
+                                      KP=triton.next_power_of_2(ks), EARLY=early_loads(),
+                                      num_warps=self.preblock_warps,
                                       **launch_kwargs(x.device))  # fmt: skip
         return x2, h
 
