@@ -149,7 +149,7 @@ def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str, c
     x, w = r(B, 1, C), r(C) + 1
     conv, conv_k = depthwise_conv1d(4, C).to(dev, dt), depthwise_conv1d(4, C).to(dev, dt)
     n1, n2 = RMSNorm(C, 1e-6).to(dev, dt), RMSNorm(C, 1e-6).to(dev, dt)
-    hist = r(B, C, 3)
+    hist = r(B, 3, C)
     pos = torch.zeros(1, dtype=torch.int64, device=dev)
     lr_w, lr_b = r(nh, C) * 0.02, torch.zeros(nh, device=dev)
     o, gate = r(B, nh, 1, C // nh, dtype=torch.float32), r(B, 1, C)
