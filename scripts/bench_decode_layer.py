@@ -17,6 +17,7 @@ on the CPU (a smoke check, no timing).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -134,8 +135,9 @@ def write_table(path: str, rows: list[dict], B: int, dtype: str, gpu: str, env: 
     Path(path).write_text(json.dumps(table, indent=1) + "\n")
 
 
-def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str):
-    """(name, fn) for each fused glue kernel at one token a sequence."""
+def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str, conv_tiles=(), preblock_warps=()):
+    """(name, fn) for each fused glue kernel at one token a sequence; then the block front at each of
+    `preblock_warps` and the qk conv at each of `conv_tiles` ((channels, warps) of its decode program)."""
     from ttt_infer.kernels.glue import TritonGlue
     from ttt_infer.layers import RMSNorm, depthwise_conv1d
 
@@ -147,7 +149,7 @@ def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str):
     x, w = r(B, 1, C), r(C) + 1
     conv, conv_k = depthwise_conv1d(4, C).to(dev, dt), depthwise_conv1d(4, C).to(dev, dt)
     n1, n2 = RMSNorm(C, 1e-6).to(dev, dt), RMSNorm(C, 1e-6).to(dev, dt)
-    hist = r(B, C, 3)
+    hist = r(B, 3, C)
     pos = torch.zeros(1, dtype=torch.int64, device=dev)
     lr_w, lr_b = r(nh, C) * 0.02, torch.zeros(nh, device=dev)
     o, gate = r(B, nh, 1, C // nh, dtype=torch.float32), r(B, 1, C)
@@ -160,7 +162,14 @@ def glue_parts(B: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str):
         ("lr_gate", lambda: g.lr_gate(x, lr_w, lr_b, 1.0 / 64)),
         ("post_gate", lambda: g.post_gate(o, gate, ln, 1e-6, dt)),
         ("silu_mul", lambda: g.silu_mul(a, b)),
-    ]
+    ] + [
+        (f"pre_block {w} warps", functools.partial(TritonGlue(preblock_warps=w).pre_block, x, n1, conv, hist, n2))
+        for w in preblock_warps
+    ] + [
+        (f"qk_conv_rope {bc}x{w}", functools.partial(TritonGlue(decode_conv_tile=(bc, w)).qk_conv_rope,
+                                                     x, conv, conv_k, hist, pos, nh, 1e4, 16))
+        for bc, w in conv_tiles
+    ]  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -175,6 +184,9 @@ def main(argv=None) -> int:
     ap.add_argument("--l2-mb", type=float, default=60.0, help="L2 size to defeat (H200: 60 MB)")
     ap.add_argument("--out", help="append one JSON line per piece (stamped with the environment)")
     ap.add_argument("--skinny", action="store_true", help="also time the decode GEMM's Triton candidates")
+    ap.add_argument("--conv-tiles", default="", help="also the qk conv at these decode tiles: channels x warps, "
+                    "comma-separated (e.g. 512x4,1024x8)")  # fmt: skip
+    ap.add_argument("--preblock-warps", default="", help="also the block front at these warps (e.g. 4,16)")
     ap.add_argument("--write-table", metavar="JSON", help="merge the fastest GEMM per shape into this table "
                     "(the format of ttt_infer/kernels/gemm_tables/; implies --skinny)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -215,7 +227,9 @@ def main(argv=None) -> int:
         floor = nbytes / bw * 1e6 if bw else None
         rows.append(dict(part="4 GEMMs in a row", kind="gemm_chain", B=B, bytes=nbytes, us=us, floor_us=floor,
                          byte_floor_us=floor))  # fmt: skip
-        for name, fn in glue_parts(B, C, args.heads, args.intermediate, dt, dev):
+        tiles = [tuple(int(v) for v in t.split("x")) for t in args.conv_tiles.split(",") if t]
+        warps = [int(w) for w in args.preblock_warps.split(",") if w]
+        for name, fn in glue_parts(B, C, args.heads, args.intermediate, dt, dev, tiles, warps):
             us = graph_us([fn], args.calls, args.reps) if dev == "cuda" else (fn(), None)[1]
             rows.append(dict(part=name, kind="glue", B=B, us=us))
     if args.out:

@@ -52,7 +52,7 @@ def cases(B: int, T: int, C: int, nh: int, inter: int, dt: torch.dtype, dev: str
 
     x, res, w = r(B, T, C), r(B, T, C), r(C) + 1
     conv, conv_k = depthwise_conv1d(4, C).to(dev, dt), depthwise_conv1d(4, C).to(dev, dt)
-    hist = r(B, C, 3)
+    hist = r(B, 3, C)
     pos = torch.zeros(1, dtype=torch.int64, device=dev)
     lr_w, lr_b = r(nh, C) * 0.02, torch.zeros(nh, device=dev)
     o, gate = r(B, nh, T, C // nh, dtype=torch.float32), r(B, T, C)

@@ -208,10 +208,14 @@ decode)
   # the whole-model GPU tests first (they run every decode path the bench runs), one line a test (-v), so a
   # run cut by its time limit still says which tests passed (DECODE_TEST_FILES: other test files)
   # shellcheck disable=SC2086  # DECODE_TEST_FILES is a list of files
-  run_tests "${TESTS_S:-280}" decode_tests.log "decode tests" -v --timeout=90 \
+  # (DECODE_TESTS_K: a -k selection of them)
+  run_tests "${TESTS_S:-280}" decode_tests.log "decode tests" -v --timeout=90 ${DECODE_TESTS_K:+-k "$DECODE_TESTS_K"} \
     ${DECODE_TEST_FILES:-tests/gpu/test_decode_gpu.py tests/test_gemm.py tests/test_glue.py tests/test_decode_kernels.py}
+  # PART_ARGS: more bench_decode_layer options (e.g. --conv-tiles 512x4,1024x8 --preblock-warps 4,16)
   for b in ${PART_BATCHES:-1 16 64}; do
-    timeout 60 python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" > "$W/decode_layer_B$b.log" 2>&1
+    # shellcheck disable=SC2086  # PART_ARGS is a list of options
+    timeout 60 python3 scripts/bench_decode_layer.py --batch "$b" --out "$W/decode_layer.jsonl" ${PART_ARGS:-} \
+      > "$W/decode_layer_B$b.log" 2>&1
     done_step "layer parts B=$b"
   done
   timeout "${DECODE_S:-100}" python3 scripts/bench_decode.py --out "$W/decode.jsonl" \

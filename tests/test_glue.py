@@ -64,7 +64,7 @@ def test_causal_conv_and_history(dtype, T, residual, C):
     x = rnd(B, T, C, dtype=dtype, seed=T)
     res = rnd(B, T, C, dtype=dtype, seed=T + 1) if residual else None
     c = conv(C, T, dtype)
-    h0 = rnd(B, C, 3, dtype=dtype, seed=T + 2)
+    h0 = rnd(B, 3, C, dtype=dtype, seed=T + 2)
     h_ref, h_k = h0.clone(), h0.clone()
     want = TORCH_GLUE.causal_conv(x, c, h_ref, residual=res)
     got = GLUE.causal_conv(x, c, h_k, residual=res)
@@ -91,7 +91,7 @@ def test_pre_block(dtype, C):
         n1.weight.normal_()
         n2.weight.normal_()
     n1, n2 = n1.to(DEV, dtype), n2.to(DEV, dtype)
-    h0 = rnd(B, C, 3, dtype=dtype, seed=6)
+    h0 = rnd(B, 3, C, dtype=dtype, seed=6)
     h_ref, h_k = h0.clone(), h0.clone()
     for step, T in enumerate((1, 1, 1, 1, 3)):
         x = rnd(B, T, C, dtype=dtype, seed=10 + step, scale=2.0)
@@ -112,7 +112,7 @@ def test_qk_conv_rope(dtype, T, start, nh, C):
     B = 2
     x = rnd(B, T, C, dtype=dtype, seed=T + nh)
     cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
-    h0 = rnd(B, C, 3, dtype=dtype, seed=9)
+    h0 = rnd(B, 3, C, dtype=dtype, seed=9)
     h_ref, h_k = h0.clone(), h0.clone()
     pos = torch.tensor([start], device=DEV)
     want = TORCH_GLUE.qk_conv_rope(x, cq, ck, h_ref, pos, nh, 10000.0, 16)
@@ -130,7 +130,7 @@ def test_conv_tiles(tile, nh, C):
     glue, dtype, B, T = TritonGlue(conv_tile=tile), torch.float16, 2, 37
     x, res = rnd(B, T, C, dtype=dtype, seed=5), rnd(B, T, C, dtype=dtype, seed=6)
     cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
-    h0 = rnd(B, C, 3, dtype=dtype, seed=9)
+    h0 = rnd(B, 3, C, dtype=dtype, seed=9)
     h_ref, h_k = h0.clone(), h0.clone()
     want = TORCH_GLUE.causal_conv(x, cq, h_ref, residual=res)
     assert rel_err(glue.causal_conv(x, cq, h_k, residual=res), want) < 2e-3
@@ -141,9 +141,38 @@ def test_conv_tiles(tile, nh, C):
     assert torch.equal(h_k, h_ref)
 
 
+@pytest.mark.parametrize("tile, warps, nh, C", [((512, 4), 4, 8, 512), ((2048, 8), 16, 4, 96), ((2, 1), 1, 4, 96)])
+def test_decode_tiles(tile, warps, nh, C):
+    """One token (decode): other tiles (channels, warps) of the convolutions' programs and other warps of the block
+    front's give the reference's results over three steps (each step's history feeds the next): a tile wider than
+    C, a single channel pair, a program of one warp."""
+    from ttt_infer.layers import RMSNorm
+
+    glue, dtype, B = TritonGlue(decode_conv_tile=tile, preblock_warps=warps), torch.float16, 3
+    cq, ck = conv(C, 1, dtype), conv(C, 2, dtype)
+    n1, n2 = RMSNorm(C, 1e-6).to(DEV, dtype), RMSNorm(C, 1e-5).to(DEV, dtype)
+    h0 = rnd(B, 3, C, dtype=dtype, seed=9)
+    hq_ref, hq_k, hp_ref, hp_k = h0.clone(), h0.clone(), h0.clone(), h0.clone()
+    for step in range(3):
+        x = rnd(B, 1, C, dtype=dtype, seed=20 + step)
+        pos = torch.tensor([14 + step], device=DEV)  # the mini-batch's end crossed
+        got = glue.qk_conv_rope(x, cq, ck, hq_k, pos, nh, 10000.0, 16)
+        want = TORCH_GLUE.qk_conv_rope(x, cq, ck, hq_ref, pos, nh, 10000.0, 16)
+        assert all(rel_err(g, w) < 2e-3 for g, w in zip(got, want, strict=True)), step
+        assert torch.equal(hq_k, hq_ref), step
+        got = glue.pre_block(x, n1, cq, hp_k, n2)
+        want = TORCH_GLUE.pre_block(x, n1, cq, hp_ref, n2)
+        assert all(rel_err(g, w) < 2e-3 for g, w in zip(got, want, strict=True)), step
+        assert rel_err(hp_k, hp_ref) < 2e-3, step
+
+
 def test_conv_tile_must_be_powers_of_two():
     with pytest.raises(ValueError, match="powers of two"):
         TritonGlue(conv_tile=(16, 96, 4))
+    with pytest.raises(ValueError, match="powers of two"):
+        TritonGlue(decode_conv_tile=(96, 4))
+    with pytest.raises(ValueError, match="powers of two"):
+        TritonGlue(preblock_warps=6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -233,10 +262,10 @@ def test_bad_inputs_get_clear_errors():
     x = rnd(1, 4, 64)
     with pytest.raises(ValueError, match="weight must be"):
         GLUE.rms_norm(x, torch.ones(32, device=DEV), 1e-6)
-    with pytest.raises(ValueError, match="history must be"):
-        GLUE.causal_conv(x, conv(64, 0, torch.float32), torch.zeros(1, 64, 2, device=DEV))
+    with pytest.raises(ValueError, match="history must be"):  # [B, C, k-1]: channels first, not [B, k-1, C]
+        GLUE.causal_conv(x, conv(64, 0, torch.float32), torch.zeros(1, 64, 3, device=DEV))
     with pytest.raises(ValueError, match="do not split"):
-        GLUE.qk_conv_rope(x, conv(64, 0, torch.float32), conv(64, 1, torch.float32), torch.zeros(1, 64, 3, device=DEV),
+        GLUE.qk_conv_rope(x, conv(64, 0, torch.float32), conv(64, 1, torch.float32), torch.zeros(1, 3, 64, device=DEV),
                           torch.zeros(1, dtype=torch.int64, device=DEV), 3, 1e4, 16)  # fmt: skip
     with pytest.raises(ValueError, match="a and b must match"):
         GLUE.silu_mul(x, x[:, :2])

@@ -50,16 +50,16 @@ def depthwise_conv1d(kernel: int, channels: int) -> nn.Conv1d:
 
 
 def causal_conv(x: torch.Tensor, conv: nn.Conv1d, history: torch.Tensor) -> torch.Tensor:
-    """Causal depthwise conv of x [B, T, C] continuing after `history` [B, C, k-1]. Returns [B, T, C]."""
-    xt = torch.cat([history.to(x.dtype), x.transpose(1, 2)], dim=2)  # [B, C, k-1+T]
+    """Causal depthwise conv of x [B, T, C] continuing after `history` [B, k-1, C]. Returns [B, T, C]."""
+    xt = torch.cat([history.to(x.dtype), x], dim=1).transpose(1, 2)  # [B, C, k-1+T]
     return F.conv1d(xt, conv.weight, conv.bias, groups=conv.groups).transpose(1, 2)
 
 
 def push_history(history: torch.Tensor, x: torch.Tensor) -> None:
-    """Keep the last k-1 inputs of x [B, T, C] in the history [B, C, k-1] (in place)."""
-    k1 = history.shape[2]
-    xt = torch.cat([history, x.transpose(1, 2).to(history.dtype)], dim=2)
-    history.copy_(xt[:, :, xt.shape[2] - k1 :])
+    """Keep the last k-1 inputs of x [B, T, C] in the history [B, k-1, C] (in place)."""
+    k1 = history.shape[1]
+    xt = torch.cat([history, x.to(history.dtype)], dim=1)
+    history.copy_(xt[:, xt.shape[1] - k1 :])
 
 
 class ConvBlock(nn.Module):
@@ -222,7 +222,7 @@ class TorchGlue:
     @staticmethod
     def causal_conv(x: torch.Tensor, conv: nn.Conv1d, history: torch.Tensor,
                     residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """residual + conv(x) continuing after `history` [B, C, k-1] (advanced past x in place): [B, T, C]."""
+        """residual + conv(x) continuing after `history` [B, k-1, C] (advanced past x in place): [B, T, C]."""
         y = causal_conv(x, conv, history)
         push_history(history, x)
         return y if residual is None else residual + y

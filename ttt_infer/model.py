@@ -93,7 +93,7 @@ class TTTForCausalLM(nn.Module):
         cfg, dev = self.config, self.device
 
         def convs() -> list[ConvState]:
-            shape = (batch_size, cfg.hidden_size, cfg.conv_kernel - 1)
+            shape = (batch_size, cfg.conv_kernel - 1, cfg.hidden_size)  # the last inputs in time order, as x
             return [ConvState(torch.zeros(shape, device=dev, dtype=self.dtype)) for _ in self.model.layers]
 
         return ModelCache(

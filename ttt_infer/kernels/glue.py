@@ -60,14 +60,14 @@ if triton is not None:
         tl.store(Y + row * N + cols, (xn * w).to(Y.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _conv_taps(xb, hb, c, cmask, t, tmask, sxt, KS: tl.constexpr, j: tl.constexpr):
-        """Input of tap j for times t [BT] and channels c [BC]: x[t + j - (KS-1)] or the history."""
+    def _conv_taps(xb, hb, c, cmask, t, tmask, sxt, C, KS: tl.constexpr, j: tl.constexpr):
+        """Input of tap j for times t [BT] and channels c [BC]: x[t + j - (KS-1)] or the history [KS-1, C]."""
         s = t + (j - (KS - 1))
         from_x = tl.load(
             xb + s[:, None] * sxt + c[None, :], mask=((s >= 0) & tmask)[:, None] & cmask[None, :], other=0.0
         )
         from_h = tl.load(
-            hb + c[None, :] * (KS - 1) + (s + (KS - 1))[:, None],
+            hb + (s + (KS - 1))[:, None] * C + c[None, :],
             mask=((s < 0) & tmask)[:, None] & cmask[None, :],
             other=0.0,
         )
@@ -104,7 +104,7 @@ if triton is not None:
                      KS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, TWO: tl.constexpr,
                      HAS_RES: tl.constexpr, ROPE: tl.constexpr, F: tl.constexpr, MB: tl.constexpr,
                      UPDATE_HIST: tl.constexpr, KSP: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
-        """Causal depthwise conv of x [B, T, C] after the history [B, C, KS-1], BT times x BC channels a
+        """Causal depthwise conv of x [B, T, C] after the history [B, KS-1, C], BT times x BC channels a
         program: y1 = conv_1(x) (+ res), y2 = conv_2(x) when TWO."""
         pdl_enter(PDL)  # after the previous kernel, before any memory access (kernels/pdl.py)
         pid_t, b, pid_c = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
@@ -118,7 +118,7 @@ if triton is not None:
         if TWO:
             a2 = tl.zeros([BT, BC], tl.float32) + tl.load(B2 + c, mask=cmask, other=0.0).to(tl.float32)[None, :]
         for j in tl.static_range(KS):
-            v = _conv_taps(xb, hb, c, cmask, t, tmask, sxt, KS, j)
+            v = _conv_taps(xb, hb, c, cmask, t, tmask, sxt, C, KS, j)
             a1 += v * tl.load(W1 + c * KS + j, mask=cmask, other=0.0).to(tl.float32)[None, :]
             if TWO:
                 a2 += v * tl.load(W2 + c * KS + j, mask=cmask, other=0.0).to(tl.float32)[None, :]
@@ -141,17 +141,17 @@ if triton is not None:
             s = T - (KS - 1) + i  # the new history: inputs T-(KS-1) .. T-1, from x or the old history
             m = cmask[:, None] & (i < KS - 1)[None, :]
             fx = tl.load(xb + s[None, :] * sxt + c[:, None], mask=m & (s >= 0)[None, :], other=0.0)
-            fh = tl.load(hb + c[:, None] * (KS - 1) + (s + KS - 1)[None, :], mask=m & (s < 0)[None, :], other=0.0)
+            fh = tl.load(hb + (s + KS - 1)[None, :] * C + c[:, None], mask=m & (s < 0)[None, :], other=0.0)
             new = fx.to(tl.float32) + fh.to(tl.float32)
             tl.debug_barrier()  # every read of the old history (the taps above too) is done before it is overwritten
-            tl.store(hb + c[:, None] * (KS - 1) + i[None, :], new.to(HIST.dtype.element_ty), mask=m)
+            tl.store(hb + i[None, :] * C + c[:, None], new.to(HIST.dtype.element_ty), mask=m)
 
     @triton.jit
     def _decode_preblock_kernel(X, W1, CW, CB, HIST, W2, XO, HO, C, eps1, eps2, KS: tl.constexpr,
                                 BLOCK: tl.constexpr, KP: tl.constexpr, PDL: tl.constexpr = False,
                                 EARLY: tl.constexpr = False):  # fmt: skip
         """One token (T = 1) of a Mamba block's front, a program a sequence b (all C channels of its row):
-        n = RMSNorm_1(x); x2 = x + conv(n) after the history [C, KS-1] (then advanced by n); h = RMSNorm_2(x2).
+        n = RMSNorm_1(x); x2 = x + conv(n) after the history [KS-1, C] (then advanced by n); h = RMSNorm_2(x2).
         The same roundings as _rms_norm_kernel and _conv_kernel (taps in the same order), in one launch
         instead of three. Every load but x's is issued first, together (KP = next_pow2(KS) taps a row of the
         [BLOCK, KP] tiles); EARLY: before the PDL wait, since none of it is written by the kernels ahead (the
@@ -168,8 +168,8 @@ if triton is not None:
         w2 = tl.load(W2 + c, mask=m, other=0.0).to(tl.float32)
         acc = tl.load(CB + c, mask=m, other=0.0).to(tl.float32)
         cw = tl.load(CW + c[:, None] * KS + i, mask=m[:, None] & (i < KS), other=0.0).to(tl.float32)
-        hrow = HIST + b * C * (KS - 1) + c * (KS - 1)  # channel c's history slots
-        hist = tl.load(hrow[:, None] + i, mask=m[:, None] & (i < KS - 1), other=0.0)
+        hrow = HIST + b * C * (KS - 1) + c  # channel c's history slots, C apart
+        hist = tl.load(hrow[:, None] + i * C, mask=m[:, None] & (i < KS - 1), other=0.0)
         if EARLY:
             pdl_enter(PDL)
         x = tl.load(X + b * C + c, mask=m, other=0.0).to(tl.float32)
@@ -188,8 +188,8 @@ if triton is not None:
         # the history advances by one input: tap j to slot j - 1, n to the last slot; after a barrier, so that
         # every thread's history load has been served before any slot is overwritten
         tl.debug_barrier()
-        tl.store(hrow[:, None] + i - 1, hist, mask=m[:, None] & (i >= 1) & (i < KS - 1))
-        tl.store(hrow + (KS - 2), n.to(HIST.dtype.element_ty), mask=m)
+        tl.store(hrow[:, None] + (i - 1) * C, hist, mask=m[:, None] & (i >= 1) & (i < KS - 1))
+        tl.store(hrow + (KS - 2) * C, n.to(HIST.dtype.element_ty), mask=m)
 
     @triton.jit
     def _push_history_kernel(X, HIST, T, C, sxb, sxt, KS: tl.constexpr, BC: tl.constexpr, PDL: tl.constexpr = False):
@@ -200,7 +200,7 @@ if triton is not None:
         cm = cb < C
         for i in tl.static_range(KS - 1):
             v = tl.load(X + b * sxb + (T - (KS - 1) + i) * sxt + cb, mask=cm, other=0.0)
-            tl.store(HIST + b * C * (KS - 1) + cb * (KS - 1) + i, v.to(HIST.dtype.element_ty), mask=cm)
+            tl.store(HIST + b * C * (KS - 1) + i * C + cb, v.to(HIST.dtype.element_ty), mask=cm)
 
     @triton.jit
     def _lr_gate_kernel(X, W, BIAS, OUT, M, T, NH, scale, C: tl.constexpr,
@@ -334,13 +334,21 @@ class TritonGlue:
 
     name = "triton"
 
-    def __init__(self, conv_tile: tuple[int, int, int] = (32, 128, 4)) -> None:
+    def __init__(self, conv_tile: tuple[int, int, int] = (32, 128, 4),
+                 decode_conv_tile: tuple[int, int] = (128, 4), preblock_warps: int = 8) -> None:  # fmt: skip
         """conv_tile: (times, channels, warps) of one program of the causal convolutions (powers of two); the
-        default was the fastest of six for both convs on the H200 (B=16, T=8k: results/h200/glue.jsonl)."""
+        default was the fastest of six for both convs on the H200 (B=16, T=8k: results/h200/glue.jsonl).
+        decode_conv_tile: (channels, warps) of one program of the convolutions at one token (T = 1);
+        preblock_warps: the warps of the decode block front's program (one a sequence)."""
         check_available()
-        if any(v < 1 or v & (v - 1) for v in conv_tile) or conv_tile[1] < 2:
-            raise ValueError(f"conv_tile must be three powers of two (channels >= 2), got {conv_tile}")
+        if any(v < 1 or v & (v - 1) for v in (*conv_tile, *decode_conv_tile, preblock_warps)) or min(
+            conv_tile[1], decode_conv_tile[0]
+        ) < 2:  # fmt: skip
+            raise ValueError(f"conv tiles and warps must be powers of two (channels >= 2), got {conv_tile}, "
+                             f"{decode_conv_tile}, {preblock_warps}")  # fmt: skip
         self.conv_tile = tuple(conv_tile)
+        self.decode_conv_tile = tuple(decode_conv_tile)
+        self.preblock_warps = preblock_warps
         self._rope_tables: dict[tuple, torch.Tensor] = {}
         self._stacks: dict[tuple, tuple] = {}  # stacked projection weights, by the projections' ids
 
@@ -448,7 +456,7 @@ class TritonGlue:
 
     def causal_conv(self, x: torch.Tensor, conv: torch.nn.Conv1d, history: torch.Tensor,
                     residual: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """residual + conv(x) continuing after `history` [B, C, k-1] (updated in place): [B, T, C]."""
+        """residual + conv(x) continuing after `history` [B, k-1, C] (updated in place): [B, T, C]."""
         return self._conv(x, (conv,), history, residual=residual)[0]
 
     def qk_conv_rope(self, x: torch.Tensor, conv_q: torch.nn.Conv1d, conv_k: torch.nn.Conv1d, history: torch.Tensor,
@@ -466,8 +474,8 @@ class TritonGlue:
             x = x.contiguous()
         (w1, b1, ks), *rest = [_conv_params(c) for c in convs]
         w2, b2 = (rest[0][0], rest[0][1]) if rest else (w1, b1)
-        if tuple(history.shape) != (B, C, ks - 1) or not history.is_contiguous() or history.device != x.device:
-            _fail(fn, f"history must be a contiguous [B, C, k-1] = {(B, C, ks - 1)} tensor on {x.device}, "
+        if tuple(history.shape) != (B, ks - 1, C) or not history.is_contiguous() or history.device != x.device:
+            _fail(fn, f"history must be a contiguous [B, k-1, C] = {(B, ks - 1, C)} tensor on {x.device}, "
                       f"got {tuple(history.shape)} on {history.device}")  # fmt: skip
         if C % 2:
             _fail(fn, f"channels must be even, got {C}")
@@ -487,7 +495,7 @@ class TritonGlue:
         table = self._rope_table(x.device, f, theta, mb) if rope is not None else position  # (unused without RoPE)
         y1 = torch.empty(shape, device=x.device, dtype=x.dtype)
         y2 = torch.empty(shape, device=x.device, dtype=x.dtype) if len(convs) == 2 else y1
-        bt, bc, warps = self.conv_tile
+        bt, bc, warps = (1, *self.decode_conv_tile) if T == 1 else self.conv_tile
         BT, BC = min(bt, triton.next_power_of_2(T)), min(bc, triton.next_power_of_2(C))
         grid = (triton.cdiv(T, BT), B, triton.cdiv(C, BC))
         single = grid[0] == 1
@@ -511,7 +519,7 @@ class TritonGlue:
         B, T, C = x.shape
         w, cb, ks = _conv_params(conv)
         fused = (
-            T == 1 and ks >= 2 and C <= 8192 and tuple(history.shape) == (B, C, ks - 1) and history.is_contiguous()
+            T == 1 and ks >= 2 and C <= 8192 and tuple(history.shape) == (B, ks - 1, C) and history.is_contiguous()
             and history.dtype == x.dtype and x.dtype in _ACT_DTYPES
             and all(p.shape == (C,) for p in (conv_norm.weight, seq_norm.weight))
         )  # fmt: skip
@@ -521,7 +529,8 @@ class TritonGlue:
         x2, h = torch.empty_like(x), torch.empty_like(x)
         _decode_preblock_kernel[(B,)](x, conv_norm.weight, w, cb, history, seq_norm.weight, x2, h, C,
                                       conv_norm.eps, seq_norm.eps, KS=ks, BLOCK=triton.next_power_of_2(C),
-                                      KP=triton.next_power_of_2(ks), EARLY=early_loads(), num_warps=8,
+                                      KP=triton.next_power_of_2(ks), EARLY=early_loads(),
+                                      num_warps=self.preblock_warps,
                                       **launch_kwargs(x.device))  # fmt: skip
         return x2, h
 

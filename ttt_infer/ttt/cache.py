@@ -102,7 +102,8 @@ class TTTState:
 
 @dataclass
 class ConvState:
-    """The last (kernel - 1) inputs of a causal depthwise convolution: [B, C, kernel - 1]."""
+    """The last (kernel - 1) inputs of a causal depthwise convolution, in time order: [B, kernel - 1, C] (a tap's
+    channels contiguous, so that the kernels read and write them coalesced)."""
 
     history: torch.Tensor
 
