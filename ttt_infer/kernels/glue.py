@@ -341,9 +341,8 @@ class TritonGlue:
         decode_conv_tile: (channels, warps) of one program of the convolutions at one token (T = 1);
         preblock_warps: the warps of the decode block front's program (one a sequence)."""
         check_available()
-        if any(v < 1 or v & (v - 1) for v in (*conv_tile, *decode_conv_tile, preblock_warps)) or min(
-            conv_tile[1], decode_conv_tile[0]
-        ) < 2:  # fmt: skip
+        sizes = (*conv_tile, *decode_conv_tile, preblock_warps)
+        if any(v < 1 or v & (v - 1) for v in sizes) or min(conv_tile[1], decode_conv_tile[0]) < 2:
             raise ValueError(f"conv tiles and warps must be powers of two (channels >= 2), got {conv_tile}, "
                              f"{decode_conv_tile}, {preblock_warps}")  # fmt: skip
         self.conv_tile = tuple(conv_tile)
