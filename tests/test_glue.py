@@ -262,7 +262,7 @@ def test_bad_inputs_get_clear_errors():
     x = rnd(1, 4, 64)
     with pytest.raises(ValueError, match="weight must be"):
         GLUE.rms_norm(x, torch.ones(32, device=DEV), 1e-6)
-    with pytest.raises(ValueError, match="history must be"):  # [B, C, k-1]: channels first, not [B, k-1, C]
+    with pytest.raises(ValueError, match="history must be"):  # the old layout, [B, C, k-1], is refused
         GLUE.causal_conv(x, conv(64, 0, torch.float32), torch.zeros(1, 64, 3, device=DEV))
     with pytest.raises(ValueError, match="do not split"):
         GLUE.qk_conv_rope(x, conv(64, 0, torch.float32), conv(64, 1, torch.float32), torch.zeros(1, 3, 64, device=DEV),
